@@ -1,0 +1,46 @@
+# Quick start:  make book   (build the executed book into _build/html)
+#               make test   (unit tests + every lesson and solution notebook under nbval)
+# Everything runs in .venv, created on first use from pyproject.toml, with the
+# versions pinned in ci/constraints.txt (torch 2.13.0 CPU, jupyter-book 1.0.4.post1).
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+export MPLBACKEND := Agg
+export PYTHONHASHSEED := 0
+
+.PHONY: all venv test unit notebooks book exercises bench clean
+all: test
+
+$(STAMP): pyproject.toml ci/constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -c ci/constraints.txt -e ".[test,book]" "jupyter-book==1.0.4.post1"
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (lrkit)" >/dev/null
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+unit: $(STAMP)
+	$(PY) -m pytest -q tests
+
+notebooks: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider --nbval-lax lessons solutions
+
+test: unit notebooks
+
+exercises: $(STAMP)
+	$(PY) -m lrkit.course make-exercises
+
+book: $(STAMP)
+	$(VENV)/bin/jupyter-book build . -W -n --keep-going
+	$(PY) -m lrkit.course check-leaks _build/html
+	@echo "Book built: open _build/html/index.html"
+
+bench: $(STAMP)
+	$(PY) bench/bench.py
+
+clean:
+	rm -rf _build .pytest_cache
