@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import lrkit
+from lrkit.env import by_scale
+
+
+def test_scale_knob(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LRKIT_SCALE", "full")
+    assert lrkit.get_scale() == "full" and by_scale(1, 2) == 2
+    monkeypatch.setenv("LRKIT_SCALE", "small")
+    assert lrkit.get_scale() == "small" and by_scale(1, 2) == 1
+    monkeypatch.setenv("LRKIT_SCALE", "huge")
+    with pytest.raises(ValueError, match=r"LRKIT_SCALE must be one of \('small', 'full'\)"):
+        lrkit.get_scale()
+    monkeypatch.delenv("LRKIT_SCALE")
+    expected = "full" if torch.cuda.is_available() else "small"
+    assert lrkit.get_scale() == expected
+
+
+def test_device_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LRKIT_DEVICE", raising=False)
+    assert lrkit.get_device().type in ("cpu", "cuda", "mps")
+    monkeypatch.setenv("LRKIT_DEVICE", "cpu")
+    assert lrkit.get_device() == torch.device("cpu")
+    monkeypatch.setenv("LRKIT_DEVICE", "tpu")
+    with pytest.raises(ValueError, match="LRKIT_DEVICE must be one of"):
+        lrkit.get_device()
+
+
+def test_seeding_is_deterministic() -> None:
+    lrkit.seed_everything(3)
+    a = (torch.randn(3), np.random.rand(2))
+    lrkit.seed_everything(3)
+    b = (torch.randn(3), np.random.rand(2))
+    assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    with pytest.raises(ValueError, match="seed must be a non-negative int"):
+        lrkit.seed_everything(-1)
+
+
+def test_describe_env_names_device_and_scale() -> None:
+    line = lrkit.describe_env()
+    assert "device=" in line and "scale=" in line and torch.__version__ in line
