@@ -171,6 +171,11 @@ def add_lora(model: nn.Module, rank: int, alpha: float | None = None, targets: S
         chosen = [n for n in linears if any(_matches(n, t) for t in names)]
     if not chosen:
         raise ValueError("model has no nn.Linear modules to adapt")
+    for name in chosen:  # validate every layer before changing anything
+        try:
+            _check_rank(rank, linears[name].in_features, linears[name].out_features)
+        except ValueError as e:
+            raise ValueError(f"{e} (layer {name!r})") from None
     for p in model.parameters():
         p.requires_grad_(False)
     for name in chosen:
