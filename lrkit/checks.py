@@ -321,6 +321,10 @@ def check_merge(merge_fn: Callable[..., Any], unmerge_fn: Callable[..., Any], se
                 "the update is subtracted; merging adds it": 2 * base.weight.detach() - expected,
             }) or hint
         check_close(merged, expected, "merge_weight(...)", hint, case=case)
+        w0 = case["W0"].clone()
+        merge_fn(w0, A.clone(), B.clone(), alpha)
+        if not torch.equal(w0, case["W0"]):
+            fail("merge_weight modified W0 in place", case=case, hint="return a new tensor: W0 + ..., not W0 += ...")
         back = call(unmerge_fn, {"W": expected, "A": A, "B": B, "alpha": alpha}, "unmerge_weight")
         check_close(back, base.weight.detach(), "unmerge_weight(merge_weight(W0, ...))",
                     "unmerging subtracts the same (alpha / r) * B @ A that merging added",

@@ -49,8 +49,8 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"tanh": nn.Tanh, "relu": nn.R
 
 __all__ = [
     "sizes", "make_mlp", "RegressionData", "sample_data", "power_law_matrix", "perturb", "mse", "train",
-    "TrainLog", "FinetuneResult", "finetune", "effective_weight", "weight_updates", "power_law_teacher",
-    "LinearSweep", "lora_linear_sweep", "eckart_young_floor",
+    "TrainLog", "FinetuneResult", "finetune", "finetune_best_lr", "effective_weight", "weight_updates",
+    "power_law_teacher", "LinearSweep", "lora_linear_sweep", "eckart_young_floor",
 ]
 
 
@@ -63,13 +63,15 @@ def sizes(scale: str | None = None) -> dict[str, object]:
     """
     scale = get_scale() if scale is None else scale
     if scale == "small":
-        return dict(d_in=32, width=128, d_out=16, n_train=2048, n_test=2048, pretrain_steps=400,
-                    finetune_steps=400, mlp_ranks=(1, 2, 4, 8, 16, 32, 64),
-                    linear_n=256, linear_ranks=(4, 16, 64), linear_steps=300)
+        return dict(d_in=16, width=64, d_out=16, n_train=1024, n_test=2048, pretrain_steps=400,
+                    finetune_steps=400, mlp_ranks=(1, 2, 4, 8, 16, 32, 64), lrs=(3e-3, 1e-2),
+                    linear_n=256, linear_ranks=(4, 16, 64), linear_steps=300,
+                    slope_ranks=(1, 2, 4, 8, 16, 32, 64, 128))
     if scale == "full":
-        return dict(d_in=128, width=1024, d_out=64, n_train=16384, n_test=8192, pretrain_steps=1500,
+        return dict(d_in=64, width=512, d_out=64, n_train=16384, n_test=8192, pretrain_steps=1500,
                     finetune_steps=1500, mlp_ranks=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
-                    linear_n=1024, linear_ranks=(4, 16, 64, 256), linear_steps=300)
+                    lrs=(1e-3, 3e-3, 1e-2), linear_n=1024, linear_ranks=(4, 16, 64, 256), linear_steps=300,
+                    slope_ranks=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512))
     raise ValueError(f"scale must be one of ('small', 'full'), got {scale!r}")
 
 
@@ -103,11 +105,14 @@ def _gen(seed: int) -> torch.Generator:
 
 # --------------------------------------------------------------------------- models and data
 def make_mlp(d_in: int, width: int, d_out: int, depth: int = 2, activation: str = "tanh",
-             seed: int = 0, device: torch.device | str | None = None) -> nn.Sequential:
+             seed: int = 0, gain: float = 1.0, device: torch.device | str | None = None) -> nn.Sequential:
     """An MLP ``d_in -> width (x depth) -> d_out`` with layers named ``fc1 .. fc{depth+1}``.
 
-    PyTorch's default ``nn.Linear`` initialisation, seeded by ``seed``.
+    PyTorch's default ``nn.Linear`` initialisation, seeded by ``seed``, weights multiplied
+    by ``gain`` (a teacher with ``gain > 1`` is more nonlinear).
     """
+    if isinstance(gain, bool) or not isinstance(gain, (int, float)) or not math.isfinite(gain) or gain <= 0:
+        raise ValueError(f"gain must be a positive finite number, got {gain!r}")
     for v, n in ((d_in, "d_in"), (width, "width"), (d_out, "d_out"), (depth, "depth")):
         _check_positive_int(v, n)
     _check_choice(activation, "activation", tuple(ACTIVATIONS))
@@ -117,6 +122,8 @@ def make_mlp(d_in: int, width: int, d_out: int, depth: int = 2, activation: str 
         torch.manual_seed(seed)
         for i in range(len(dims) - 1):
             layers[f"fc{i + 1}"] = nn.Linear(dims[i], dims[i + 1])
+            with torch.no_grad():
+                layers[f"fc{i + 1}"].weight.mul_(gain)
             if i < len(dims) - 2:
                 layers[f"act{i + 1}"] = ACTIVATIONS[activation]()
     return nn.Sequential(layers).to(device if device is not None else get_device())
@@ -244,7 +251,7 @@ def train(model: nn.Module, data: RegressionData, steps: int, lr: float, optimiz
     x, y = data.x_train, data.y_train
     for t in range(steps + 1):
         loss = ((model(x) - y) ** 2).mean()
-        value = float(loss)
+        value = loss.item()
         if not math.isfinite(value) or (t > 0 and value > blowup * float(curve[0])):
             diverged = True
             break
@@ -313,6 +320,22 @@ def finetune(model: nn.Module, data: RegressionData, method: str = "lora", rank:
             p.requires_grad_(True)
     log = train(tuned, data, steps, lr, optimizer)
     return FinetuneResult(method, rank, bool(rslora), tuned, log, count_parameters(tuned))
+
+
+def finetune_best_lr(model: nn.Module, data: RegressionData, lrs: Sequence[float], **kwargs: object
+                     ) -> tuple[FinetuneResult, float]:
+    """Run :func:`finetune` once per learning rate in ``lrs``; keep the lowest final training loss.
+
+    Diverged runs (NaN) never win; if every run diverged the first is returned (flagged).
+    Returns ``(result, lr)``. Keyword arguments go to :func:`finetune`.
+    """
+    lrs = [_check_lr(v, "lrs[i]") for v in lrs]
+    if not lrs:
+        raise ValueError("lrs must be a non-empty list of learning rates")
+    runs = [finetune(model, data, lr=lr, **kwargs) for lr in lrs]  # type: ignore[arg-type]
+    scores = [r.final_loss if math.isfinite(r.final_loss) else math.inf for r in runs]
+    i = min(range(len(runs)), key=scores.__getitem__)
+    return runs[i], lrs[i]
 
 
 def effective_weight(layer: nn.Module) -> torch.Tensor:

@@ -1,0 +1,132 @@
+"""Helpers for the course-tooling tests: learner submissions built from Chapter 1's solution.
+
+A *student copy* is what a learner who solved everything hands in: the exercise notebook with
+each stub replaced by the solution's code (so: no hidden tests, no markers). Planted mistakes
+and hostile submissions are small text edits of it.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import nbformat
+from nbformat import NotebookNode
+
+from lrkit.course import HIDDEN, SOLUTION, cell_key, generate_exercise, read_notebook, regions
+
+ROOT = Path(__file__).resolve().parents[1]
+SOLUTION_NB = ROOT / "solutions" / "01_lora.ipynb"
+EXERCISE_NB = ROOT / "exercises" / "01_lora.ipynb"
+
+# (graded cell, solution cell, text in the solution, plausible wrong text): each must be caught.
+PLANTED: list[tuple[str, str, str, str]] = [
+    ("init_lora_check", "init_lora", "torch.zeros(base.out_features, rank)", "torch.randn(base.out_features, rank)"),
+    ("init_lora_check", "init_lora", "torch.empty(rank, base.in_features)", "torch.empty(base.in_features, rank)"),
+    ("init_lora_check", "init_lora", "a=math.sqrt(5)", "a=0"),
+    ("lora_forward_check", "lora_forward", "scaling = alpha / A.shape[0]", "scaling = alpha"),
+    ("lora_forward_check", "lora_forward", "(h @ A.T) @ B.T", "(h @ B) @ A"),
+    ("lora_forward_check", "lora_forward", "h = dropout(x) if", "x = h = dropout(x) if"),
+    ("merge_check", "merge", "W0 + (alpha / A.shape[0]) * (B @ A)", "W0 + alpha * (B @ A)"),
+    ("merge_check", "merge", "W0 + (alpha / A.shape[0]) * (B @ A)", "W0 + (alpha / A.shape[0]) * (A.T @ B.T)"),
+    ("merge_check", "merge", "W - (alpha / A.shape[0])", "W + (alpha / A.shape[0])"),
+    ("count_check", "count_lora_params", "rank * (module.in_features + module.out_features)",
+     "rank * module.in_features"),
+    ("count_check", "count_lora_params", "targeted = targets is None or", "targeted = True or"),
+    ("count_check", "count_lora_params", "return total", "return total + sum(p.numel() for p in model.parameters())"),
+    ("scaling_check", "lora_scaling", "alpha / math.sqrt(rank) if rslora else alpha / rank", "alpha / rank"),
+    ("scaling_check", "lora_scaling", "alpha / math.sqrt(rank) if rslora", "math.sqrt(alpha / rank) if rslora"),
+    ("energy_check", "energy_rank", "delta.double()) ** 2", "delta.double())"),
+    ("energy_check", "energy_rank", "frac - 1e-12).sum()) + 1", "frac - 1e-12).sum())"),
+]
+
+
+def _without_markers(source: str) -> str:
+    lines = source.split("\n")
+    drop = set()
+    for markers in (SOLUTION, HIDDEN):
+        for begin, end in regions(lines, markers):
+            drop.update({begin, end} if markers == SOLUTION else set(range(begin, end + 1)))
+    return "\n".join(ln for i, ln in enumerate(lines) if i not in drop and not ln.strip().startswith("# HINT:"))
+
+
+def student_copy() -> NotebookNode:
+    """The exercise notebook, every exercise solved with the solution's code."""
+    solution, exercise = read_notebook(SOLUTION_NB), generate_exercise(read_notebook(SOLUTION_NB))
+    for sol_cell, ex_cell in zip(solution.cells, exercise.cells):
+        if ex_cell.cell_type == "code" and ex_cell.source != sol_cell.source and SOLUTION[0] in sol_cell.source:
+            ex_cell.source = _without_markers(sol_cell.source)
+    return exercise
+
+
+def cell(nb: NotebookNode, key: str) -> NotebookNode:
+    """The cell with this grade id or cell id."""
+    return next(c for c in nb.cells if cell_key(c) == key or c.get("id") == key)
+
+
+def edit(nb: NotebookNode, key: str, change: Callable[[str], str]) -> NotebookNode:
+    """A copy of ``nb`` whose cell ``key`` has ``change(source)`` as its source."""
+    nb = copy.deepcopy(nb)
+    target = cell(nb, key)
+    new = change(target.source)
+    assert new != target.source, f"the edit of {key!r} changed nothing"
+    target.source = new
+    return nb
+
+
+def replace(nb: NotebookNode, key: str, old: str, new: str) -> NotebookNode:
+    """A copy of ``nb`` with ``old`` replaced by ``new`` in cell ``key`` (``old`` must occur)."""
+    assert old in cell(nb, key).source, f"{old!r} is not in cell {key!r}"
+    return edit(nb, key, lambda s: s.replace(old, new))
+
+
+def write(path: Path, nb: NotebookNode | str) -> Path:
+    path.write_text(nb if isinstance(nb, str) else nbformat.writes(nb), encoding="utf-8")
+    return path
+
+
+def run_in_process(nb: NotebookNode, upto: str) -> dict[str, Any]:
+    """Execute the code cells of ``nb`` before the graded cell ``upto``, skipping graded cells; the namespace."""
+    ns: dict[str, Any] = {"__name__": "__course_test__"}
+    for c in nb.cells:
+        if cell_key(c) == upto:
+            return ns
+        if c.cell_type == "code" and not c.metadata.get("nbgrader", {}).get("grade"):
+            exec(compile(c.source, f"<cell {cell_key(c)}>", "exec"), ns)
+    raise KeyError(upto)
+
+
+def hostile_submissions(folder: Path) -> dict[str, Path]:
+    """Write the hostile submissions of issue 3 into ``folder``; name -> path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    good = student_copy()
+    cheat = good
+    for _, key, old, new in PLANTED:
+        if old in cell(cheat, key).source:
+            cheat = replace(cheat, key, old, new)
+    for c in cheat.cells:  # check cells "edited to pass", and the checks themselves redefined
+        if c.metadata.get("nbgrader", {}).get("grade"):
+            c.source = "pass"
+    cheat.cells.insert(2, nbformat.v4.new_code_cell(
+        "import lrkit.checks\nfor _name in dir(lrkit.checks):\n    if _name.startswith('check_'):\n"
+        "        setattr(lrkit.checks, _name, lambda *a, **k: print('all good!'))"))
+    shuffled = copy.deepcopy(good)
+    shuffled.cells = [c for c in shuffled.cells if cell_key(c) not in ("energy_rank", "merge_check")]
+    shuffled.cells = shuffled.cells[:3] + shuffled.cells[3:][::-1]
+    subs: dict[str, NotebookNode | str] = {
+        "good": good,
+        "raises": edit(good, "lora_forward", lambda s: 'raise ValueError("I give up")\n' + s),
+        "loops": edit(good, "count_lora_params", lambda s: s + "\nwhile True:\n    pass"),
+        "sysexit": edit(good, "lora_scaling", lambda s: "import sys\nsys.exit(3)\n" + s),
+        "oskill": edit(good, "merge", lambda s: "import os\nos._exit(1)\n" + s),
+        "killparent": edit(good, "energy_rank", lambda s: s + "\nimport os, signal\n"
+                                                               "os.kill(os.getppid(), signal.SIGKILL)"),
+        "chatty": edit(good, "init_lora", lambda s: s + "\nfor _ in range(200):\n    print('x' * 50_000)"),
+        "cheat": cheat,
+        "shuffled": shuffled,
+        "notjson": "{ this is not json",
+        "notnotebook": json.dumps({"hello": "world", "cells": "nope"}),
+    }
+    return {name: write(folder / f"{name}.ipynb", nb) for name, nb in subs.items()}
