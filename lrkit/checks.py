@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from .lora import LoRALinear, add_lora, count_parameters
+from .spectra import rank_for_energy
 
 Case = Mapping[str, Any]
 
@@ -214,7 +215,7 @@ def check_lora_init(init_fn: Callable[..., Any], seed: int = 0) -> None:
     """``init_fn(base, rank) -> (A, B)`` must follow PEFT's default (Init[A]).
 
     ``A``: shape ``(r, in)``, Kaiming-uniform with ``a = sqrt(5)``, i.e. ``U(-1/sqrt(in), 1/sqrt(in))``;
-    ``B``: shape ``(out, r)``, zero; both trainable ``nn.Parameter``s; ``base`` untouched.
+    ``B``: shape ``(out, r)``, zero; both trainable ``nn.Parameter``s.
     """
     gen = torch.Generator().manual_seed(seed)
     for in_f, out_f, rank in ((7, 5, 2), (256, 96, 16)):
@@ -236,7 +237,7 @@ def check_lora_init(init_fn: Callable[..., Any], seed: int = 0) -> None:
                  case=case, expected=ref.B, actual=B, hint="B = nn.Parameter(torch.zeros(out, r))")
         bound = 1.0 / math.sqrt(in_f)  # Kaiming-uniform with a = sqrt(5): gain sqrt(1/3) * sqrt(3 / in)
         a = A.detach()
-        if bool((a.abs() > bound + 1e-6).any()) or a.abs().max() < 0.5 * bound:
+        if bool((a.abs() > bound + 1e-6).any()) or (a.numel() >= 1000 and a.abs().max() < 0.5 * bound):
             fail(f"A should be uniform on (-1/sqrt(in), 1/sqrt(in)) = (-{bound:.3g}, {bound:.3g})", case=case,
                  actual=A, detail=f"your largest |A| entry is {a.abs().max().item():.3g}",
                  hint="nn.init.kaiming_uniform_(A, a=math.sqrt(5)), as PEFT (and LoRALinear) do")
@@ -274,10 +275,8 @@ def check_lora_forward(forward_fn: Callable[..., Any], seed: int = 0) -> None:
         actual = call(forward_fn, case, name, "A is (r, in) and B is (out, r): the adapter term is "
                                               "x @ A.T @ B.T (read it right to left: B A x)")
         check_shape(actual, expected.shape, f"{name}(...)", "the output has the base layer's shape (..., out)", case)
-        known = _matches_variant(actual, variants) if not torch.allclose(actual.detach(), expected, atol=1e-5) \
-            else None
-        check_close(actual, expected, f"{name}(...)", known or "y = base(x) + (alpha / r) * (x @ A.T) @ B.T",
-                    case=case)
+        check_close(actual, expected, f"{name}(...)",
+                    _matches_variant(actual, variants) or "y = base(x) + (alpha / r) * (x @ A.T) @ B.T", case=case)
     _check_dropout_placement(forward_fn, gen)
     passed(name)
 
@@ -405,8 +404,6 @@ def check_energy_rank(rank_fn: Callable[..., Any], seed: int = 0) -> None:
 
     Expected: ``lrkit.spectra.rank_for_energy(delta, frac)``.
     """
-    from .spectra import rank_for_energy
-
     gen = torch.Generator().manual_seed(seed)
     cases = [
         {"delta": _diag([3.0, 2.0, 1.0], (3, 3)), "frac": 0.9},

@@ -49,6 +49,7 @@ SOLUTION = ("### BEGIN SOLUTION", "### END SOLUTION")
 HIDDEN = ("### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS")
 HINT_PREFIX = "# HINT:"
 DEFAULT_HINT = "replace this line with your solution"
+MARKDOWN_STUB = "YOUR ANSWER HERE"
 KERNEL_NAME = "python3"
 MAX_SUBMISSION_BYTES = 20_000_000
 MAX_OUTPUT_CHARS = 20_000  # per cell: a submission that prints megabytes is cut here
@@ -180,6 +181,8 @@ def generate_exercise(solution: NotebookNode) -> NotebookNode:
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
             cell.source = strip_hidden_tests(stub_solutions(cell.source))
+        else:  # a written answer (nbgrader's markdown solution cell)
+            cell.source = _replace_regions(cell.source, SOLUTION, lambda region: [MARKDOWN_STUB])
     return nb
 
 
@@ -223,8 +226,6 @@ def secret_lines(solution: NotebookNode) -> list[str]:
     """Distinctive lines of solution regions and hidden tests (normalised), excluding hints and markers."""
     secret, public = [], set()
     for cell in solution.cells:
-        if cell.cell_type != "code":
-            continue
         lines = cell.source.split("\n")
         inside = set()
         for markers in (SOLUTION, HIDDEN):
@@ -296,8 +297,8 @@ class _CappedClient(NotebookClient):
         return super().output(outs, msg, display_id, cell_index)
 
 
-def _error_message(reply: dict[str, Any]) -> str:
-    content = reply.get("content", {})
+def _error_message(content: dict[str, Any]) -> str:
+    """``"Name: message"`` of an execute reply's error (the message cut at 2000 characters)."""
     ename, evalue = str(content.get("ename", "Error")), str(content.get("evalue", ""))
     evalue = evalue if len(evalue) <= 2000 else evalue[:2000] + " ..."
     return f"{ename}: {evalue}" if evalue.strip() else f"{ename} (no message)"
@@ -321,38 +322,40 @@ def _run_attempt(nb: NotebookNode, skip: dict[int, CellRecord], deadline: float,
                            startup_timeout=max(10, int(deadline - time.monotonic())), iopub_timeout=2,
                            on_cell_executed=lambda cell, cell_index, execute_reply: replies.update(
                                {cell_index: execute_reply}))
+
+    def record(i: int, status: str, message: str = "") -> None:
+        records[i] = CellRecord(i, cell_key(nb.cells[i]), status, message)
+        on_event("record", records[i])
+
     with client.setup_kernel(cwd=cwd, env=kernel_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL):
         on_event("kernel", getattr(client.km.provisioner, "pid", None))
         for i, cell in enumerate(nb.cells):
             if cell.cell_type != "code" or i in skip:
                 continue
-            if not cell.source.strip():
-                records[i] = CellRecord(i, cell_key(cell), "ok")
-                continue
             left = deadline - time.monotonic()
+            if not cell.source.strip():
+                record(i, "ok")
+                continue
             if left <= 1:
-                records[i] = CellRecord(i, cell_key(cell), "not-run", "not run: the notebook's time limit ran out")
+                record(i, "not-run", "not run: the notebook's time limit ran out")
                 continue
             client.timeout = int(min(cell_timeout, left))
             try:
                 client.execute_cell(cell, i)
             except CellTimeoutError:
                 if client.timeout < cell_timeout:  # the notebook's own limit ran out: no re-run
-                    records[i] = CellRecord(i, cell_key(cell), "timeout", "stopped: the notebook's time limit ran out")
+                    record(i, "timeout", "stopped: the notebook's time limit ran out")
                     continue
-                records[i] = CellRecord(i, cell_key(cell), "timeout",
-                                        f"did not finish within {client.timeout} s (an endless loop?) and was "
-                                        "stopped; the notebook was re-run without it")
+                record(i, "timeout", f"did not finish within {client.timeout} s (an endless loop?) and was stopped; "
+                                     "the notebook was re-run without it")
                 return i
             except DeadKernelError:
-                records[i] = CellRecord(i, cell_key(cell), "dead",
-                                        "the kernel died while running it (sys.exit / os._exit, a crash or out of "
-                                        "memory); the notebook was re-run without it")
+                record(i, "dead", "the kernel died while running it (sys.exit / os._exit, a crash or out of memory); "
+                                  "the notebook was re-run without it")
                 return i
-            reply = replies.get(i, {})
-            ok = reply.get("content", {}).get("status") == "ok"
-            records[i] = CellRecord(i, cell_key(cell), "ok" if ok else "error", "" if ok else _error_message(reply))
-            on_event("record", records[i])
+            content = replies.get(i, {}).get("content", {})
+            ok = content.get("status") == "ok"
+            record(i, "ok" if ok else "error", "" if ok else _error_message(content))
     return None
 
 

@@ -64,7 +64,7 @@ def sizes(scale: str | None = None) -> dict[str, object]:
     scale = get_scale() if scale is None else scale
     if scale == "small":
         return dict(d_in=16, width=64, d_out=16, n_train=1024, n_test=2048, pretrain_steps=400,
-                    finetune_steps=400, mlp_ranks=(1, 2, 4, 8, 16, 32, 64), lrs=(3e-3, 1e-2),
+                    finetune_steps=400, mlp_ranks=(1, 2, 4, 8, 16, 32, 64), lrs=(3e-3, 1e-2, 3e-2),
                     linear_n=256, linear_ranks=(4, 16, 64), linear_steps=300,
                     slope_ranks=(1, 2, 4, 8, 16, 32, 64, 128))
     if scale == "full":
@@ -299,7 +299,7 @@ def finetune(model: nn.Module, data: RegressionData, method: str = "lora", rank:
     * ``method="lora"``: :func:`lrkit.add_lora` with ``rank``, ``alpha``, ``rslora`` and
       ``targets`` (default: every ``nn.Linear``); only the adapters ``A``, ``B`` train,
       from PEFT's default init (``B = 0``), so step 0 is the pretrained model.
-    * ``method="full"``: every parameter trains.
+    * ``method="full"``: every parameter trains (``rank`` and ``targets`` must be ``None``).
 
     The adapter initialisation is seeded by ``seed``. Returns a :class:`FinetuneResult`
     with the tuned model, the loss curve (NaN-padded if it diverged) and the number of
@@ -314,8 +314,8 @@ def finetune(model: nn.Module, data: RegressionData, method: str = "lora", rank:
             torch.manual_seed(seed)
             add_lora(tuned, rank, alpha=alpha, targets=targets, rslora=rslora)
     else:
-        if rank is not None:
-            raise ValueError("rank must be None for method='full' (every weight trains)")
+        if rank is not None or targets is not None:
+            raise ValueError("rank and targets must be None for method='full' (every weight trains)")
         for p in tuned.parameters():
             p.requires_grad_(True)
     log = train(tuned, data, steps, lr, optimizer)
@@ -374,14 +374,14 @@ def power_law_teacher(n: int, decay: float = 0.5, seed: int = 0,
     The ``sqrt(n)`` makes each output coordinate of ``T x`` have variance ``H_n = O(log n)``.
     """
     _check_positive_int(n, "n")
-    M = power_law_matrix(n, n, decay, seed=seed, device=device).to(torch.float64)
+    M = power_law_matrix(n, n, decay, seed=seed, device="cpu").to(torch.float64)
     s = torch.arange(1, n + 1, dtype=torch.float64) ** -decay
-    return (M * (math.sqrt(n) * s.norm())).to(torch.float32)
+    return (M * (math.sqrt(n) * s.norm())).to(torch.float32).to(device if device is not None else get_device())
 
 
 def eckart_young_floor(teacher: torch.Tensor, ranks: Sequence[int]) -> torch.Tensor:
     """Best relative loss of a rank-``r`` update: ``sum_{i>r} sigma_i^2 / sum_i sigma_i^2``, per rank."""
-    s2 = torch.linalg.svdvals(teacher.to(torch.float64)).square().cpu()
+    s2 = torch.linalg.svdvals(teacher.detach().cpu().to(torch.float64)).square()
     tail = s2.sum() - torch.cumsum(s2, 0)
     return torch.stack([tail[r - 1] / s2.sum() for r in ranks])
 

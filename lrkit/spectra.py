@@ -16,8 +16,9 @@ For an update ``dW`` of shape ``(out, in)`` with singular values
   ``||Q_U^T Q_V||_F^2 / min(k, l)``, the mean squared cosine of their principal
   angles; ``1`` when one contains the other, about ``max(k, l) / n`` for random ones.
 
-Every function accepts a ``torch.Tensor`` or anything ``torch.as_tensor`` takes
-(NumPy arrays, lists); computations run in float64 on the input's device.
+Every function accepts a ``torch.Tensor`` (on any device) or anything ``torch.as_tensor``
+takes (NumPy arrays, lists); computations run in float64 on the CPU (the matrices of this
+course are small, and MPS has no float64), and tensors come back on the CPU.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ __all__ = [
 
 def _as_tensor(x: object, name: str) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
-        t = x.detach()
+        t = x.detach().cpu()
     else:
         try:
             t = torch.as_tensor(np.asarray(x, dtype=np.float64))

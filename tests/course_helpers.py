@@ -106,12 +106,14 @@ def hostile_submissions(folder: Path) -> dict[str, Path]:
     for _, key, old, new in PLANTED:
         if old in cell(cheat, key).source:
             cheat = replace(cheat, key, old, new)
-    for c in cheat.cells:  # check cells "edited to pass", and the checks themselves redefined
+    defeat = ("\nimport importlib, lrkit.checks\nimportlib.reload = lambda module: module\n"
+              "for _name in dir(lrkit.checks):\n    if _name.startswith('check_'):\n"
+              "        setattr(lrkit.checks, _name, lambda *a, **k: print('all good!'))")
+    for c in cheat.cells:  # check cells "edited to pass"; before each, the checks themselves redefined
         if c.metadata.get("nbgrader", {}).get("grade"):
             c.source = "pass"
-    cheat.cells.insert(2, nbformat.v4.new_code_cell(
-        "import lrkit.checks\nfor _name in dir(lrkit.checks):\n    if _name.startswith('check_'):\n"
-        "        setattr(lrkit.checks, _name, lambda *a, **k: print('all good!'))"))
+        elif c.metadata.get("nbgrader", {}).get("solution"):
+            c.source += defeat
     shuffled = copy.deepcopy(good)
     shuffled.cells = [c for c in shuffled.cells if cell_key(c) not in ("energy_rank", "merge_check")]
     shuffled.cells = shuffled.cells[:3] + shuffled.cells[3:][::-1]

@@ -114,8 +114,10 @@ def test_finetune_bad_inputs(setup) -> None:
         ft.finetune(base, data, method="half")
     with pytest.raises(ValueError, match="rank is required"):
         ft.finetune(base, data, method="lora")
-    with pytest.raises(ValueError, match="rank must be None"):
+    with pytest.raises(ValueError, match="rank and targets must be None"):
         ft.finetune(base, data, method="full", rank=2)
+    with pytest.raises(ValueError, match="rank and targets must be None"):
+        ft.finetune(base, data, method="full", targets=["fc2"])
     with pytest.raises(ValueError, match=r"optimizer must be one of \('sgd', 'adam'\)"):
         ft.finetune(base, data, method="full", optimizer="lion")  # type: ignore[arg-type]
     for bad in (float("nan"), float("inf"), 0.0, -1.0):
