@@ -25,8 +25,8 @@ from typing import Any, Callable, Mapping, NoReturn, Sequence
 import torch
 from torch import nn
 
-from .lora import LoRALinear, add_lora, count_parameters
-from .spectra import rank_for_energy
+from ..lora import LoRALinear, add_lora, count_parameters
+from ..spectra import rank_for_energy
 
 Case = Mapping[str, Any]
 

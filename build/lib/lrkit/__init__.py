@@ -1,0 +1,26 @@
+"""lrkit: the teaching package of the course on low-rank learning dynamics.
+
+One module per idea; each chapter imports the module named after it:
+
+* :mod:`lrkit.env`      device, seeding and the ``LRKIT_SCALE`` knob
+* :mod:`lrkit.lora`     ``LoRALinear`` and adapters on whole models (PEFT semantics)
+* :mod:`lrkit.init`     LoRA initialisation schemes: "A", "B", "gaussian", "pissa"
+* :mod:`lrkit.spectra`  spectra of weight updates, rank for a share of energy
+* :mod:`lrkit.finetune` student-teacher fine-tuning tasks (Chapter 1)
+* :mod:`lrkit.plot`     theory as lines, experiments as markers
+* :mod:`lrkit.checks`   checks that exercises and claim cells call
+* :mod:`lrkit.course`   exercises from solutions, grading (``python -m lrkit.course``)
+"""
+
+from .env import by_scale, describe_env, get_device, get_scale, seed_everything
+from .init import INIT_SCHEMES
+from .lora import (LoRALinear, add_lora, count_parameters, lora_layers, lora_parameter_count, lora_scaling,
+                   merge_lora, remove_lora, trainable_parameters, unmerge_lora)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "INIT_SCHEMES", "LoRALinear", "add_lora", "by_scale", "count_parameters", "describe_env", "get_device",
+    "get_scale", "lora_layers", "lora_parameter_count", "lora_scaling", "merge_lora", "remove_lora",
+    "seed_everything", "trainable_parameters", "unmerge_lora",
+]

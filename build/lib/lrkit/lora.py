@@ -1,0 +1,236 @@
+"""LoRA from scratch, with Hugging Face PEFT's exact semantics.
+
+A frozen linear layer ``y = x W0^T + b`` (``W0`` of shape ``(out, in)``) gets a
+trainable low-rank update (Hu et al. 2021):
+
+    y = x W0^T + b + s * dropout(x) A^T B^T,     A: (r, in),  B: (out, r)
+
+with ``s = alpha / r``, or ``s = alpha / sqrt(r)`` when rank-stabilised
+(rsLoRA, Kalajdzievski 2023). ``alpha=None`` means ``alpha = r`` (``s = 1``).
+The update to the weight is ``dW = s B A`` (rank <= r), trained with
+``r (in + out)`` parameters instead of ``in * out``. ``merge()`` folds ``dW``
+into ``W0`` so inference costs exactly one ``nn.Linear``; ``unmerge()`` undoes it.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .init import check_init_name, init_lora_
+
+
+def _check_rank(rank: object, in_features: int, out_features: int) -> int:
+    if isinstance(rank, bool) or not isinstance(rank, int):
+        raise TypeError(f"rank must be an int, got {type(rank).__name__}")
+    limit = min(in_features, out_features)
+    if not 1 <= rank <= limit:
+        raise ValueError(f"rank must satisfy 1 <= rank <= min(in, out) = {limit}, got {rank}")
+    return rank
+
+
+def _check_alpha(alpha: object, rank: int) -> float:
+    if alpha is None:
+        return float(rank)
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
+        raise TypeError(f"alpha must be a positive number or None, got {type(alpha).__name__}")
+    if not math.isfinite(alpha) or alpha <= 0:
+        raise ValueError(f"alpha must be a positive finite number or None (meaning alpha = rank), got {alpha}")
+    return float(alpha)
+
+
+def _check_dropout(dropout: object) -> float:
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)):
+        raise TypeError(f"dropout must be a float in [0, 1), got {type(dropout).__name__}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    return float(dropout)
+
+
+def lora_scaling(alpha: float, rank: int, rslora: bool = False) -> float:
+    """``alpha / r``, or ``alpha / sqrt(r)`` for rsLoRA."""
+    return alpha / math.sqrt(rank) if rslora else alpha / rank
+
+
+class LoRALinear(nn.Module):
+    """A frozen ``nn.Linear`` plus a trainable low-rank adapter ``s B A``.
+
+    Args:
+        base: the pretrained layer; its weight (out, in) and bias are frozen.
+        rank: r, with ``1 <= r <= min(in, out)``.
+        alpha: scale numerator; ``None`` means ``alpha = r``.
+        init: "A" (PEFT default), "B", "gaussian" or "pissa" (see :mod:`lrkit.init`).
+        dropout: dropout probability on the adapter's input, in [0, 1).
+        rslora: use ``alpha / sqrt(r)`` instead of ``alpha / r``.
+
+    Shapes: input ``(..., in)``, output ``(..., out)``.
+    """
+
+    def __init__(self, base: nn.Linear, rank: int, alpha: float | None = None, init: str = "A",
+                 dropout: float = 0.0, rslora: bool = False) -> None:
+        super().__init__()
+        if not isinstance(base, nn.Linear):
+            raise TypeError(f"base must be a torch.nn.Linear, got {type(base).__name__}")
+        if isinstance(base, LoRALinear):  # pragma: no cover - LoRALinear is not an nn.Linear
+            raise TypeError("base already carries a LoRA adapter")
+        self.rank = _check_rank(rank, base.in_features, base.out_features)
+        self.alpha = _check_alpha(alpha, self.rank)
+        self.init = check_init_name(init)
+        self.rslora = bool(rslora)
+        self.scaling = lora_scaling(self.alpha, self.rank, self.rslora)
+        self.base = base
+        for p in base.parameters():
+            p.requires_grad_(False)
+        w = base.weight
+        self.A = nn.Parameter(torch.empty(self.rank, base.in_features, device=w.device, dtype=w.dtype))
+        self.B = nn.Parameter(torch.empty(base.out_features, self.rank, device=w.device, dtype=w.dtype))
+        p = _check_dropout(dropout)
+        self.dropout: nn.Module = nn.Dropout(p) if p > 0 else nn.Identity()
+        self.merged = False
+        init_lora_(self.A.data, self.B.data, base.weight.data, self.scaling, self.init)
+
+    @property
+    def in_features(self) -> int:
+        return self.base.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.base.out_features
+
+    def delta_weight(self) -> torch.Tensor:
+        """``dW = s B A``, shape ``(out, in)``."""
+        return self.scaling * (self.B @ self.A)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.base(x)
+        if self.merged:
+            return y
+        return y + self.scaling * F.linear(F.linear(self.dropout(x), self.A), self.B)
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        """Fold ``s B A`` into the base weight: afterwards ``forward`` is one ``nn.Linear``."""
+        if self.merged:
+            warnings.warn("LoRALinear.merge(): already merged, nothing to do", stacklevel=2)
+            return
+        self.base.weight.add_(self.delta_weight().to(self.base.weight.dtype))
+        self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        """Subtract ``s B A`` from the base weight again (inverse of :meth:`merge`)."""
+        if not self.merged:
+            warnings.warn("LoRALinear.unmerge(): not merged, nothing to do", stacklevel=2)
+            return
+        self.base.weight.sub_(self.delta_weight().to(self.base.weight.dtype))
+        self.merged = False
+
+    def extra_repr(self) -> str:
+        return (f"in={self.in_features}, out={self.out_features}, rank={self.rank}, alpha={self.alpha:g}, "
+                f"scaling={self.scaling:g}, init={self.init!r}, rslora={self.rslora}, merged={self.merged}")
+
+
+def _matches(name: str, target: str) -> bool:
+    # PEFT's rule for a list of target names: exact name or a dotted suffix.
+    return name == target or name.endswith("." + target)
+
+
+def add_lora(model: nn.Module, rank: int, alpha: float | None = None, targets: Sequence[str] | str | None = None,
+             init: str = "A", dropout: float = 0.0, rslora: bool = False) -> nn.Module:
+    """Wrap the chosen ``nn.Linear`` submodules of ``model`` in :class:`LoRALinear`, in place.
+
+    Every parameter of ``model`` is frozen except the new adapters' ``A`` and ``B``.
+    ``targets``: ``None`` (every ``nn.Linear``), or module names matched as PEFT does
+    (exact name or dotted suffix, e.g. ``["q", "fc2"]``). A target that matches no
+    ``nn.Linear`` is an error. A bare ``nn.Linear`` model is not supported: wrap it
+    directly with ``LoRALinear(layer, rank)``. Returns ``model``.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(model, nn.Linear):
+        raise TypeError("model is a bare nn.Linear: use LoRALinear(model, rank) instead of add_lora")
+    if any(isinstance(m, LoRALinear) for m in model.modules()):
+        raise ValueError("model already carries LoRA adapters; call remove_lora(model) first")
+    check_init_name(init)
+    linears = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+    if targets is None:
+        chosen = list(linears)
+    else:
+        names = [targets] if isinstance(targets, str) else list(targets)
+        if not names or not all(isinstance(t, str) for t in names):
+            raise TypeError("targets must be None, a module name, or a non-empty list of module names")
+        missing = [t for t in names if not any(_matches(n, t) for n in linears)]
+        if missing:
+            raise ValueError(f"targets {missing} match no nn.Linear in the model; "
+                             f"the model's nn.Linear modules are {sorted(linears)}")
+        chosen = [n for n in linears if any(_matches(n, t) for t in names)]
+    if not chosen:
+        raise ValueError("model has no nn.Linear modules to adapt")
+    for name in chosen:  # validate every layer before changing anything
+        try:
+            _check_rank(rank, linears[name].in_features, linears[name].out_features)
+        except ValueError as e:
+            raise ValueError(f"{e} (layer {name!r})") from None
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for name in chosen:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, LoRALinear(linears[name], rank, alpha=alpha, init=init, dropout=dropout,
+                                          rslora=rslora))
+    return model
+
+
+def lora_layers(model: nn.Module) -> list[tuple[str, LoRALinear]]:
+    """The ``(name, layer)`` pairs of every :class:`LoRALinear` in ``model``."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, LoRALinear)]
+
+
+def merge_lora(model: nn.Module) -> nn.Module:
+    """Merge every adapter of ``model`` (see :meth:`LoRALinear.merge`)."""
+    for _, layer in lora_layers(model):
+        if not layer.merged:
+            layer.merge()
+    return model
+
+
+def unmerge_lora(model: nn.Module) -> nn.Module:
+    """Unmerge every adapter of ``model``."""
+    for _, layer in lora_layers(model):
+        if layer.merged:
+            layer.unmerge()
+    return model
+
+
+def remove_lora(model: nn.Module, merge: bool = True) -> nn.Module:
+    """Replace every :class:`LoRALinear` by its base ``nn.Linear`` (merged first if ``merge``)."""
+    for name, layer in lora_layers(model):
+        if merge and not layer.merged:
+            layer.merge()
+        elif not merge and layer.merged:
+            layer.unmerge()
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, layer.base)
+    return model
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
+    """Number of (trainable, by default) scalar parameters of ``model``."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def lora_parameter_count(in_features: int, out_features: int, rank: int) -> int:
+    """Parameters of one adapter: ``r (in + out)``, against ``in * out`` for the full matrix."""
+    _check_rank(rank, in_features, out_features)
+    return rank * (in_features + out_features)
+
+
+def trainable_parameters(model: nn.Module) -> Iterable[nn.Parameter]:
+    """The parameters an optimiser should see (those with ``requires_grad``)."""
+    return (p for p in model.parameters() if p.requires_grad)

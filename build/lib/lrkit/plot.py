@@ -1,0 +1,87 @@
+"""One figure style for the whole course: theory as a line, experiment as markers.
+
+Every chapter draws its claims the same way so a reader learns the code once:
+a solid line is what the theory predicts, markers are what the experiment
+measured, and both share a colour when they describe the same quantity.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+ArrayLike = Sequence[float] | np.ndarray | torch.Tensor
+
+STYLE: dict[str, object] = {
+    "figure.dpi": 110,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "legend.frameon": False,
+    "font.size": 10,
+}
+
+
+def _np(x: ArrayLike | None) -> np.ndarray | None:
+    if x is None:
+        return None
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().double().numpy()
+    return np.asarray(x, dtype=float)
+
+
+def new_figure(ncols: int = 1, nrows: int = 1, width: float = 4.2, height: float = 3.2
+               ) -> tuple[Figure, np.ndarray]:
+    """A figure in the course style; ``axes`` is always a flat array."""
+    if ncols < 1 or nrows < 1:
+        raise ValueError(f"ncols and nrows must be >= 1, got ncols={ncols}, nrows={nrows}")
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows),
+                                 squeeze=False, constrained_layout=True)
+    for ax in axes.flat:
+        ax.grid(True, alpha=0.3)
+        ax.spines[["top", "right"]].set_visible(False)
+    return fig, axes.ravel()
+
+
+def theory_vs_experiment(ax: Axes, x: ArrayLike | None = None, theory_y: ArrayLike | None = None,
+                         exp_x: ArrayLike | None = None, exp_y: ArrayLike | None = None,
+                         label: str = "", color: str | None = None, marker: str = "o",
+                         theory_label: str | None = None, exp_label: str | None = None) -> None:
+    """Draw ``theory_y(x)`` as a line and ``exp_y(exp_x)`` as markers, in one colour.
+
+    Either part may be omitted. Non-finite experimental points (diverged runs) are
+    dropped, never drawn. Legend entries read "<label> (theory)" / "<label> (experiment)".
+    """
+    if theory_y is not None:
+        xs, ys = _np(x), _np(theory_y)
+        if xs is None or xs.shape != ys.shape:
+            raise ValueError("x and theory_y must be given together with the same shape")
+        (line,) = ax.plot(xs, ys, "-", color=color, lw=1.6,
+                          label=theory_label if theory_label is not None else f"{label} (theory)".strip())
+        color = line.get_color()
+    if exp_y is not None:
+        ex, ey = _np(exp_x if exp_x is not None else x), _np(exp_y)
+        if ex is None or ex.shape != ey.shape:
+            raise ValueError("exp_x (or x) and exp_y must have the same shape")
+        ok = np.isfinite(ex) & np.isfinite(ey)
+        ax.plot(ex[ok], ey[ok], linestyle="none", marker=marker, ms=5, mfc="none", mew=1.3, color=color,
+                label=exp_label if exp_label is not None else f"{label} (experiment)".strip())
+
+
+def label(ax: Axes, xlabel: str, ylabel: str, title: str | None = None, legend: bool = True) -> None:
+    """Label both axes (with units where there are any), optionally title and legend."""
+    if not xlabel or not ylabel:
+        raise ValueError("every figure needs both axis labels: xlabel and ylabel must be non-empty")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    if legend and ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
