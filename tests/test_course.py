@@ -228,7 +228,7 @@ def test_unusable_files_are_refused_with_a_reason(tmp_path: Path, content: str, 
 
 
 def test_huge_files_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(course, "MAX_SUBMISSION_BYTES", 10)
+    monkeypatch.setattr(course.grade, "MAX_SUBMISSION_BYTES", 10)
     path = write(tmp_path / "s.ipynb", tiny_solution())
     with pytest.raises(ValueError, match="MB"):
         load_submission(path)

@@ -1,0 +1,139 @@
+"""Running a notebook cell by cell in a fresh kernel, with time and output limits."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import nbformat
+from nbclient import NotebookClient
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
+from nbformat import NotebookNode
+
+from .markup import KERNEL_NAME, MAX_KERNEL_STARTS, MAX_OUTPUT_CHARS, cell_key
+
+
+@dataclass
+class CellRecord:
+    """What happened to one code cell: status ok | error | timeout | dead | not-run, and why."""
+
+    index: int
+    key: str
+    status: str
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+class _CappedClient(NotebookClient):
+    """A notebook client that keeps at most ``MAX_OUTPUT_CHARS`` of output per cell."""
+
+    def output(self, outs: list[NotebookNode], msg: dict[str, Any], display_id: str | None,
+               cell_index: int) -> NotebookNode | None:
+        used = getattr(self, "_used_chars", {})
+        self._used_chars = used
+        used[cell_index] = used.get(cell_index, 0) + len(str(msg.get("content", "")))
+        if used[cell_index] > MAX_OUTPUT_CHARS:
+            if not outs or outs[-1].get("text") != "[output cut by lrkit.course]\n":
+                outs.append(nbformat.v4.new_output("stream", name="stderr", text="[output cut by lrkit.course]\n"))
+            return None
+        return super().output(outs, msg, display_id, cell_index)
+
+
+def _error_message(content: dict[str, Any]) -> str:
+    """``"Name: message"`` of an execute reply's error (the message cut at 2000 characters)."""
+    ename, evalue = str(content.get("ename", "Error")), str(content.get("evalue", ""))
+    evalue = evalue if len(evalue) <= 2000 else evalue[:2000] + " ..."
+    return f"{ename}: {evalue}" if evalue.strip() else f"{ename} (no message)"
+
+
+def kernel_env() -> dict[str, str]:
+    """The kernel's environment: this one, with the ``lrkit`` being run importable first."""
+    root = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    env.setdefault("MPLBACKEND", "Agg")
+    env["PYDEVD_DISABLE_FILE_VALIDATION"] = "1"
+    return env
+
+
+def _run_attempt(nb: NotebookNode, skip: dict[int, CellRecord], deadline: float, cell_timeout: float, cwd: str,
+                 records: dict[int, CellRecord], on_event: Callable[[str, Any], None]) -> int | None:
+    """Run every code cell not in ``skip`` in one fresh kernel; the index of a fatal cell, if any."""
+    replies: dict[int, dict[str, Any]] = {}
+    client = _CappedClient(nb, kernel_name=KERNEL_NAME, allow_errors=True, shutdown_kernel="immediate",
+                           startup_timeout=max(10, int(deadline - time.monotonic())), iopub_timeout=2,
+                           on_cell_executed=lambda cell, cell_index, execute_reply: replies.update(
+                               {cell_index: execute_reply}))
+
+    def record(i: int, status: str, message: str = "") -> None:
+        records[i] = CellRecord(i, cell_key(nb.cells[i]), status, message)
+        on_event("record", records[i])
+
+    with client.setup_kernel(cwd=cwd, env=kernel_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL):
+        on_event("kernel", getattr(client.km.provisioner, "pid", None))
+        for i, cell in enumerate(nb.cells):
+            if cell.cell_type != "code" or i in skip:
+                continue
+            left = deadline - time.monotonic()
+            if not cell.source.strip():
+                record(i, "ok")
+                continue
+            if left <= 1:
+                record(i, "not-run", "not run: the notebook's time limit ran out")
+                continue
+            client.timeout = int(min(cell_timeout, left))
+            try:
+                client.execute_cell(cell, i)
+            except CellTimeoutError:
+                if client.timeout < cell_timeout:  # the notebook's own limit ran out: no re-run
+                    record(i, "timeout", "stopped: the notebook's time limit ran out")
+                    continue
+                record(i, "timeout", f"did not finish within {client.timeout} s (an endless loop?) and was stopped; "
+                                     "the notebook was re-run without it")
+                return i
+            except DeadKernelError:
+                record(i, "dead", "the kernel died while running it (sys.exit / os._exit, a crash or out of memory); "
+                                  "the notebook was re-run without it")
+                return i
+            content = replies.get(i, {}).get("content", {})
+            ok = content.get("status") == "ok"
+            record(i, "ok" if ok else "error", "" if ok else _error_message(content))
+    return None
+
+
+def execute_cells(nb: NotebookNode, *, timeout: float = 300, cell_timeout: float = 60, cwd: str | None = None,
+                  on_event: Callable[[str, Any], None] = lambda kind, value: None) -> list[CellRecord]:
+    """Run ``nb``'s code cells in order, each in a kernel with a time limit; never raises.
+
+    A cell that times out or kills the kernel is recorded, and the notebook is run again in a
+    fresh kernel without it (at most ``MAX_KERNEL_STARTS`` kernels), so that later cells are
+    still graded. Cells left when the notebook's ``timeout`` runs out are recorded ``not-run``.
+    """
+    deadline = time.monotonic() + timeout
+    records: dict[int, CellRecord] = {}
+    fatal: dict[int, CellRecord] = {}
+    with tempfile.TemporaryDirectory(prefix="lrkit-run-") as tmp:
+        for _ in range(MAX_KERNEL_STARTS):
+            try:
+                culprit = _run_attempt(nb, fatal, deadline, cell_timeout, cwd or tmp, records, on_event)
+            except Exception as e:  # kernel failed to start, or a broken channel
+                culprit, problem = None, f"not run: the kernel could not run the notebook ({type(e).__name__}: {e})"
+                records.update({i: CellRecord(i, cell_key(c), "not-run", problem) for i, c in enumerate(nb.cells)
+                                if c.cell_type == "code" and i not in records and i not in fatal})
+            if culprit is None:
+                break
+            fatal[culprit] = records[culprit]
+        records.update(fatal)
+    return [records.get(i) or CellRecord(i, cell_key(c), "not-run", "not run: too many cells hung or killed the "
+                                                                     "kernel") for i, c in enumerate(nb.cells)
+            if c.cell_type == "code"]

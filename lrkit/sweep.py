@@ -1,0 +1,415 @@
+"""Many training configurations as one tensor program (Chapters 5 and 6).
+
+**The task.** A frozen "pretrained" layer of width ``n`` reads features
+``z = W_in x`` (``x`` in R^d, ``W_in`` (n, d) with entries N(0, 1/d), so every entry of
+``z`` is of order 1). Fine-tuning must add a rank-``r*`` change ``dW* = U V^T``
+(``U`` (n, r*) entries N(0, 1), ``V`` (n, r*) entries N(0, 1/n)), so the target change of
+the layer's output, ``y = dW* z``, has entries of order 1 too. A LoRA adapter learns it:
+
+    L(A, B) = 1/(2 n N) * sum_samples || s B A z - dW* z ||^2,      A: (r, n), B: (n, r),
+
+with ``s = alpha / r`` (``alpha = None`` means ``s = 1``). The base weight cancels from the
+loss, so only the LoRA branch ``s B A z`` is simulated. Loss and gradients, with
+``Z`` (N, n) the samples, ``P = A Z^T`` (r, N) and ``E = s B P - Y`` (n, N):
+
+    dL/dB = s E P^T / (n N),        dL/dA = s B^T E Z / (n N).
+
+**The sweep.** :func:`run_lora_sweep` trains ``K`` configurations at once, each with its
+own ``(eta_A, eta_B, init, seed)``: ``A`` has shape (K, r, n), ``B`` (K, n, r), every step
+is a batched matrix product and the update uses per-configuration learning rates
+(:func:`lrkit.optim.batched_adam_step`). A configuration whose loss becomes non-finite
+or exceeds ``blowup`` times its starting loss is *diverged*: it is frozen, marked in
+``SweepResult.diverged``, and its curves are NaN from that step on (plots drop NaN), so
+it can neither crash the sweep nor leak into a fit.
+
+**Analysis helpers.** :func:`largest_stable_lr` and :func:`best_lr` per width,
+:func:`best_pair` for a two-rate grid, :func:`steps_to_reach` for speed-ups and
+:func:`fit_exponent` for a power law across widths with its uncertainty.
+
+Tensors live on :func:`lrkit.get_device`; randomness comes from explicit seeds, so a
+configuration gives the same numbers in a sweep of one and in a sweep of a thousand.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from .env import get_device, get_scale
+from .init import INIT_SCHEMES, init_lora_
+from .optim import AdamState, batched_adam_step, batched_sgd_step, check_lr
+
+OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
+SWEEP_INITS: tuple[str, ...] = tuple(k for k in INIT_SCHEMES if k != "pissa")  # pissa needs a base weight
+
+__all__ = ["LoRATask", "lora_task", "SweepResult", "run_lora_sweep", "grid", "largest_stable_lr", "best_lr",
+           "best_pair", "steps_to_reach", "ExponentFit", "fit_exponent", "factor2_grid"]
+
+
+def _positive_int(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be a positive int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value}")
+    return value
+
+
+# --------------------------------------------------------------------------- the task
+
+
+@dataclass(frozen=True)
+class LoRATask:
+    """Features ``Z`` (N, n) and targets ``Y = dW* Z^T`` (n, N) of the fine-tuning task."""
+
+    Z: torch.Tensor
+    Y: torch.Tensor
+    teacher: torch.Tensor  # dW*, (n, n), rank r*
+
+    @property
+    def width(self) -> int:
+        return self.Z.shape[1]
+
+    @property
+    def samples(self) -> int:
+        return self.Z.shape[0]
+
+    @property
+    def initial_loss(self) -> float:
+        """The loss of every configuration at step 0 (``B A = 0``): ``mean(Y^2) / 2``."""
+        return 0.5 * self.Y.square().mean().item()
+
+
+def lora_task(width: int, d: int = 16, samples: int = 32, teacher_rank: int = 2, seed: int = 0,
+              device: torch.device | str | None = None) -> LoRATask:
+    """The task of the module docstring at width ``n = width``, drawn from ``seed``."""
+    n, d = _positive_int(width, "width"), _positive_int(d, "d")
+    N, k = _positive_int(samples, "samples"), _positive_int(teacher_rank, "teacher_rank")
+    if k > min(n, d):
+        raise ValueError(f"teacher_rank must satisfy 1 <= teacher_rank <= min(width, d) = {min(n, d)}, got {k}")
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(N, d, generator=g)
+    w_in = torch.randn(n, d, generator=g) / math.sqrt(d)
+    U = torch.randn(n, k, generator=g)
+    V = torch.randn(n, k, generator=g) / math.sqrt(n)
+    dev = get_device() if device is None else torch.device(device)
+    Z = (x @ w_in.T).to(dev)
+    teacher = (U @ V.T).to(dev)
+    return LoRATask(Z=Z, Y=teacher @ Z.T, teacher=teacher)
+
+
+# --------------------------------------------------------------------------- configurations
+
+
+def grid(**axes: Sequence[Any]) -> dict[str, list[Any]]:
+    """The Cartesian product of the axes, as one list per name (last axis fastest).
+
+    ``grid(eta=[0.1, 0.2], seed=[0, 1])`` gives ``{"eta": [0.1, 0.1, 0.2, 0.2], "seed": [0, 1, 0, 1]}``.
+    """
+    if not axes:
+        raise ValueError("grid needs at least one axis, e.g. grid(eta=[...], seed=[...])")
+    for name, values in axes.items():
+        if isinstance(values, (str, bytes)) or not hasattr(values, "__len__") or len(values) == 0:
+            raise ValueError(f"axis {name!r} must be a non-empty sequence, got {values!r}")
+    rows = list(itertools.product(*axes.values()))
+    return {name: [row[i] for row in rows] for i, name in enumerate(axes)}
+
+
+def factor2_grid(low: float, high: float) -> list[float]:
+    """Learning rates ``2^k`` for every integer ``k`` with ``low <= 2^k <= high``."""
+    low, high = check_lr(low, "low"), check_lr(high, "high")
+    if low > high:
+        raise ValueError(f"low must not exceed high, got low={low}, high={high}")
+    return [2.0 ** k for k in range(math.ceil(math.log2(low) - 1e-9), math.floor(math.log2(high) + 1e-9) + 1)]
+
+
+def _broadcast(value: Any, K: int, name: str) -> list[Any]:
+    if isinstance(value, (str, int, float)) or value is None:
+        return [value] * K
+    values = list(value)
+    if len(values) != K:
+        raise ValueError(f"{name} must be one value or hold K = {K} values (as eta_A does), got {len(values)}")
+    return values
+
+
+@dataclass
+class SweepResult:
+    """What a sweep measured, per configuration ``k`` (curves are NaN after a divergence).
+
+    ``loss`` (K, steps + 1): the loss relative to the starting loss (1.0 at step 0);
+    ``feature_rms`` (K, steps + 1): rms over samples and rank of the LoRA feature ``A z``;
+    ``diverged`` (K,) and ``diverged_at`` (K,) (the step it was detected, -1 if never);
+    ``A`` (K, r, n) and ``B`` (K, n, r): the final factors (zero for diverged configurations).
+    """
+
+    eta_A: np.ndarray
+    eta_B: np.ndarray
+    init: list[str]
+    seed: list[int]
+    loss: np.ndarray
+    feature_rms: np.ndarray
+    diverged: np.ndarray
+    diverged_at: np.ndarray
+    A: torch.Tensor
+    B: torch.Tensor
+
+    @property
+    def final_loss(self) -> np.ndarray:
+        """Relative loss after the last step, NaN for diverged configurations."""
+        return self.loss[:, -1]
+
+    def __len__(self) -> int:
+        return len(self.init)
+
+
+def _progress(total: int, enabled: bool | None) -> Any:
+    """A tqdm bar when enabled (default: at full scale only), else a silent stand-in."""
+    if enabled is None:
+        enabled = get_scale() == "full"
+    if enabled:
+        try:
+            from tqdm.auto import tqdm  # optional: not an lrkit dependency
+            return tqdm(total=total, desc="sweep", leave=False)
+        except ImportError:
+            pass
+    return _Silent()
+
+
+class _Silent:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _init_factors(init: list[str], seed: list[int], rank: int, n: int, scaling: float,
+                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``A`` (K, r, n) and ``B`` (K, n, r), configuration ``k`` drawn by ``lrkit.init`` from ``seed[k]``."""
+    K = len(init)
+    A = torch.empty(K, rank, n)
+    B = torch.empty(K, n, rank)
+    dummy = torch.empty(0)
+    for k in range(K):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed[k])
+            init_lora_(A[k], B[k], dummy, scaling, init[k])
+    return A.to(device), B.to(device)
+
+
+def run_lora_sweep(task: LoRATask, eta_A: float | Sequence[float], eta_B: float | Sequence[float] | None = None,
+                   init: str | Sequence[str] = "A", seed: int | Sequence[int] = 0, rank: int = 4,
+                   alpha: float | None = None, steps: int = 100, optimizer: str = "adam", blowup: float = 10.0,
+                   progress: bool | None = None) -> SweepResult:
+    """Train ``K`` LoRA configurations on ``task`` at once (full batch); see the module docstring.
+
+    ``eta_A`` gives ``K`` (a number means ``K = 1``); ``eta_B`` (default: equal to ``eta_A``),
+    ``init`` ("A", "B" or "gaussian") and ``seed`` (the adapter's initial draw) are one value
+    or ``K`` values. ``optimizer``: "adam" (``torch.optim.Adam``'s defaults) or "sgd".
+    A configuration diverges when its loss is non-finite or above ``blowup`` times the
+    starting loss. ``progress``: a tqdm bar (``None``: only at full scale).
+    """
+    if not isinstance(task, LoRATask):
+        raise TypeError(f"task must be a LoRATask (from lrkit.sweep.lora_task), got {type(task).__name__}")
+    etas_A = [eta_A] if isinstance(eta_A, (int, float)) else list(eta_A)
+    K = len(etas_A)
+    if K == 0:
+        raise ValueError("eta_A must be a learning rate or a non-empty sequence of them")
+    etas_A = [check_lr(v, "eta_A") for v in etas_A]
+    etas_B = etas_A if eta_B is None else [check_lr(v, "eta_B") for v in _broadcast(eta_B, K, "eta_B")]
+    inits = _broadcast(init, K, "init")
+    for name in set(inits):
+        if name not in SWEEP_INITS:
+            raise ValueError(f"init must be one of {list(SWEEP_INITS)}, got {name!r}")
+    seeds = _broadcast(seed, K, "seed")
+    for s in seeds:
+        if isinstance(s, bool) or not isinstance(s, int) or s < 0:
+            raise ValueError(f"seed must be a non-negative int (or K of them), got {s!r}")
+    n, N = task.width, task.samples
+    rank = _positive_int(rank, "rank")
+    if rank > n:
+        raise ValueError(f"rank must satisfy 1 <= rank <= width = {n}, got {rank}")
+    scaling = 1.0 if alpha is None else check_lr(alpha, "alpha") / rank
+    steps = _positive_int(steps, "steps")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
+    if isinstance(blowup, bool) or not isinstance(blowup, (int, float)) or not math.isfinite(blowup) or blowup <= 1:
+        raise ValueError(f"blowup must be a finite number > 1, got {blowup!r}")
+
+    dev = task.Z.device
+    Z, Y = task.Z, task.Y
+    Zt = Z.T.contiguous()
+    A, B = _init_factors(inits, seeds, rank, n, scaling, dev)
+    lr_A = torch.tensor(etas_A, device=dev)
+    lr_B = torch.tensor(etas_B, device=dev)
+    state_A, state_B = AdamState(A), AdamState(B)
+    alive = torch.ones(K, dtype=torch.bool, device=dev)
+    died = torch.full((K,), -1, dtype=torch.long)
+    L0 = task.initial_loss
+    loss = torch.full((K, steps + 1), float("nan"))
+    feat = torch.full((K, steps + 1), float("nan"))
+    bar = _progress(steps, progress)
+    norm = scaling / (n * N)
+    for t in range(steps + 1):
+        P = A @ Zt                                   # (K, r, N): the LoRA feature A z
+        E = scaling * (B @ P) - Y                    # (K, n, N): output error
+        Lk = 0.5 * E.square().mean(dim=(1, 2)) / L0  # (K,) relative loss
+        bad = alive & (~torch.isfinite(Lk) | (Lk > blowup))
+        if bool(bad.any()):
+            died[bad.cpu()] = t
+            alive &= ~bad
+            keep = alive.view(K, 1, 1)
+            A, B, P, E = (torch.where(keep, x, torch.zeros((), device=dev)) for x in (A, B, P, E))
+            for st in (state_A, state_B):
+                st.m = torch.where(keep, st.m, torch.zeros((), device=dev))
+                st.v = torch.where(keep, st.v, torch.zeros((), device=dev))
+        live = alive.cpu()
+        loss[:, t] = torch.where(live, Lk.cpu(), torch.tensor(float("nan")))
+        feat[:, t] = torch.where(live, P.square().mean(dim=(1, 2)).sqrt().cpu(), torch.tensor(float("nan")))
+        if t == steps:
+            break
+        gB = norm * (E @ P.transpose(1, 2))                 # (K, n, r)
+        gA = norm * ((B.transpose(1, 2) @ E) @ Z)           # (K, r, n)
+        rate_A, rate_B = lr_A * alive, lr_B * alive
+        if optimizer == "adam":
+            A = batched_adam_step(A, gA, state_A, rate_A)
+            B = batched_adam_step(B, gB, state_B, rate_B)
+        else:
+            A = batched_sgd_step(A, gA, rate_A)
+            B = batched_sgd_step(B, gB, rate_B)
+        bar.update(1)
+    bar.close()
+    return SweepResult(eta_A=np.array(etas_A), eta_B=np.array(etas_B), init=list(inits), seed=list(seeds),
+                       loss=loss.numpy(), feature_rms=feat.numpy(), diverged=died.numpy() >= 0,
+                       diverged_at=died.numpy(), A=A.cpu(), B=B.cpu())
+
+
+# --------------------------------------------------------------------------- analysis
+
+
+def _lrs_array(lrs: Sequence[float] | np.ndarray, name: str = "lrs") -> np.ndarray:
+    a = np.asarray(lrs, dtype=float)
+    if a.ndim != 1 or a.size == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D sequence of learning rates, got shape {a.shape}")
+    if not np.all(np.isfinite(a)) or np.any(a <= 0) or np.any(np.diff(a) <= 0):
+        raise ValueError(f"{name} must be positive, finite and strictly increasing")
+    return a
+
+
+def largest_stable_lr(lrs: Sequence[float] | np.ndarray, diverged: np.ndarray) -> float:
+    """The largest grid rate at which, and at every smaller grid rate, no seed diverged.
+
+    ``lrs`` (L,) increasing; ``diverged`` (L,) or (L, S) booleans (S seeds). NaN when even
+    the smallest rate diverges. Requiring every smaller rate to be stable too keeps a lucky
+    isolated stable rate above the edge from counting.
+    """
+    a = _lrs_array(lrs)
+    d = np.asarray(diverged, dtype=bool)
+    if d.ndim == 1:
+        d = d[:, None]
+    if d.ndim != 2 or d.shape[0] != a.size:
+        raise ValueError(f"diverged must have shape (L,) or (L, S) with L = len(lrs) = {a.size}, got {d.shape}")
+    stable = ~d.any(axis=1)
+    if not stable[0]:
+        return float("nan")
+    first_bad = np.flatnonzero(~stable)
+    return float(a[-1] if first_bad.size == 0 else a[first_bad[0] - 1])
+
+
+def _mean_losses(losses: np.ndarray) -> np.ndarray:
+    """Mean over the last axis (seeds); a diverged seed (NaN) makes the mean +inf."""
+    x = np.asarray(losses, dtype=float)
+    return np.where(np.isnan(x), np.inf, x).mean(axis=-1)
+
+
+def best_lr(lrs: Sequence[float] | np.ndarray, losses: np.ndarray) -> tuple[float, float]:
+    """``(lr*, loss*)``: the rate with the lowest seed-mean loss; ``losses`` (L, S), NaN = diverged."""
+    a = _lrs_array(lrs)
+    x = np.asarray(losses, dtype=float)
+    if x.ndim == 1:
+        x = x[:, None]
+    if x.shape[0] != a.size:
+        raise ValueError(f"losses must have shape (L, S) with L = len(lrs) = {a.size}, got {x.shape}")
+    m = _mean_losses(x)
+    i = int(np.argmin(m))
+    return float(a[i]), float(m[i])
+
+
+def best_pair(eta_A: Sequence[float] | np.ndarray, eta_B: Sequence[float] | np.ndarray,
+              losses: np.ndarray) -> tuple[float, float, float]:
+    """``(eta_A*, eta_B*, loss*)`` minimising the seed-mean loss on a grid; ``losses`` (LA, LB, S) or (LA, LB)."""
+    a, b = _lrs_array(eta_A, "eta_A"), _lrs_array(eta_B, "eta_B")
+    x = np.asarray(losses, dtype=float)
+    if x.ndim == 2:
+        x = x[..., None]
+    if x.ndim != 3 or x.shape[:2] != (a.size, b.size):
+        raise ValueError(f"losses must have shape (len(eta_A), len(eta_B), S) = ({a.size}, {b.size}, S), "
+                         f"got {x.shape}")
+    m = _mean_losses(x)
+    if not np.isfinite(m).any():
+        return float("nan"), float("nan"), float("inf")
+    i, j = np.unravel_index(int(np.argmin(m)), m.shape)
+    return float(a[i]), float(b[j]), float(m[i, j])
+
+
+def steps_to_reach(curve: Sequence[float] | np.ndarray, target: float) -> int | None:
+    """The first step at which ``curve`` is at or below ``target``; ``None`` if never (NaN never counts)."""
+    c = np.asarray(curve, dtype=float)
+    if c.ndim != 1:
+        raise ValueError(f"curve must be 1-D (one loss per step), got shape {c.shape}")
+    hits = np.flatnonzero(c <= target)
+    return int(hits[0]) if hits.size else None
+
+
+@dataclass(frozen=True)
+class ExponentFit:
+    """``value ~ prefactor * width^exponent``, with the standard error of the exponent."""
+
+    exponent: float
+    stderr: float
+    prefactor: float
+
+    def __iter__(self) -> Iterator[float]:
+        return iter((self.exponent, self.stderr, self.prefactor))
+
+    def predict(self, widths: Sequence[float] | np.ndarray) -> np.ndarray:
+        return self.prefactor * np.asarray(widths, dtype=float) ** self.exponent
+
+
+def fit_exponent(widths: Sequence[float] | np.ndarray, values: Sequence[float] | np.ndarray,
+                 grid_factor: float | None = None) -> ExponentFit:
+    """Least-squares fit of ``log value = log c + p log width``; ``p`` with its standard error.
+
+    ``values`` may be (W,) or (W, S) (several seeds per width, all used). The standard error
+    combines the scatter of the residuals with, when the values were read off a geometric grid
+    of ratio ``grid_factor`` (2 for a factor-2 grid), the rounding of each value to that grid:
+    an error uniform over one grid step in log space, standard deviation ``log(grid_factor)/sqrt(12)``.
+    Non-finite or non-positive values (a width where every rate diverged) are an error.
+    """
+    w = np.asarray(widths, dtype=float)
+    v = np.asarray(values, dtype=float)
+    if v.ndim == 1:
+        v = v[:, None]
+    if w.ndim != 1 or v.shape[0] != w.size or w.size < 2:
+        raise ValueError(f"widths (W,) and values (W,) or (W, S) must match with W >= 2, got {w.shape}, {v.shape}")
+    if not (np.all(np.isfinite(v)) and np.all(v > 0) and np.all(w > 0)):
+        raise ValueError("widths and values must be positive and finite to fit a power law "
+                         "(a NaN value means every rate diverged at that width)")
+    x = np.repeat(np.log(w), v.shape[1])
+    y = np.log(v).ravel()
+    if np.ptp(x) == 0:
+        raise ValueError("widths must not all be equal")
+    p, c = np.polyfit(x, y, 1)
+    sxx = np.square(x - x.mean()).sum()
+    dof = x.size - 2
+    resid = y - (p * x + c)
+    var = (np.square(resid).sum() / dof) / sxx if dof > 0 else 0.0
+    if grid_factor is not None:
+        if not (isinstance(grid_factor, (int, float)) and grid_factor > 1):
+            raise ValueError(f"grid_factor must be a number > 1 (2 for a factor-2 grid), got {grid_factor!r}")
+        var += (math.log(grid_factor) ** 2 / 12) / sxx
+    return ExponentFit(exponent=float(p), stderr=float(math.sqrt(var)), prefactor=float(math.exp(c)))
