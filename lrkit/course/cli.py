@@ -64,7 +64,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m lrkit.course", 
+    parser = argparse.ArgumentParser(prog="python -m lrkit.course",
                                      description="Exercises from solutions, self-checks and grading.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("make-exercises", help="write exercises/ from solutions/")
