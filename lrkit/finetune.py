@@ -39,8 +39,10 @@ from typing import Callable, Literal, Sequence
 import torch
 from torch import nn
 
+from ._validate import choice, positive_float, positive_int
 from .env import get_device, get_scale
 from .lora import LoRALinear, add_lora, count_parameters
+
 
 Optimizer = Literal["sgd", "adam"]
 METHODS: tuple[str, ...] = ("lora", "full")
@@ -75,28 +77,6 @@ def sizes(scale: str | None = None) -> dict[str, object]:
     raise ValueError(f"scale must be one of ('small', 'full'), got {scale!r}")
 
 
-def _check_positive_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be a positive int (>= 1), got {value}")
-    return value
-
-
-def _check_lr(lr: object, name: str = "lr") -> float:
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)):
-        raise TypeError(f"{name} must be a positive finite float, got {type(lr).__name__}")
-    if not math.isfinite(lr) or lr <= 0:
-        raise ValueError(f"{name} must be a positive finite float, got {lr}")
-    return float(lr)
-
-
-def _check_choice(value: object, name: str, allowed: Sequence[str]) -> str:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {tuple(allowed)}, got {value!r}")
-    return str(value)
-
-
 def _gen(seed: int) -> torch.Generator:
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
@@ -114,8 +94,8 @@ def make_mlp(d_in: int, width: int, d_out: int, depth: int = 2, activation: str 
     if isinstance(gain, bool) or not isinstance(gain, (int, float)) or not math.isfinite(gain) or gain <= 0:
         raise ValueError(f"gain must be a positive finite number, got {gain!r}")
     for v, n in ((d_in, "d_in"), (width, "width"), (d_out, "d_out"), (depth, "depth")):
-        _check_positive_int(v, n)
-    _check_choice(activation, "activation", tuple(ACTIVATIONS))
+        positive_int(v, n)
+    choice(activation, "activation", tuple(ACTIVATIONS))
     dims = [d_in] + [width] * depth + [d_out]
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     with torch.random.fork_rng(devices=[]):
@@ -151,7 +131,7 @@ def sample_data(fn: Callable[[torch.Tensor], torch.Tensor], d_in: int, n_train: 
                 seed: int = 0, noise: float = 0.0, device: torch.device | str | None = None) -> RegressionData:
     """``x ~ N(0, I_{d_in})``, ``y = fn(x) + noise * N(0, 1)``: a regression task from a teacher ``fn``."""
     for v, n in ((d_in, "d_in"), (n_train, "n_train"), (n_test, "n_test")):
-        _check_positive_int(v, n)
+        positive_int(v, n)
     if not math.isfinite(noise) or noise < 0:
         raise ValueError(f"noise must be a finite number >= 0, got {noise}")
     g = _gen(seed)
@@ -168,11 +148,11 @@ def power_law_matrix(out_features: int, in_features: int, decay: float = 0.5, ra
 
     Shape ``(out, in)``, normalised to unit Frobenius norm. ``rank`` defaults to ``min(out, in)``.
     """
-    _check_positive_int(out_features, "out_features")
-    _check_positive_int(in_features, "in_features")
+    positive_int(out_features, "out_features")
+    positive_int(in_features, "in_features")
     m = min(out_features, in_features)
     rank = m if rank is None else rank
-    _check_positive_int(rank, "rank")
+    positive_int(rank, "rank")
     if rank > m:
         raise ValueError(f"rank must satisfy 1 <= rank <= min(out, in) = {m}, got {rank}")
     if not math.isfinite(decay) or decay < 0:
@@ -239,9 +219,9 @@ def train(model: nn.Module, data: RegressionData, steps: int, lr: float, optimiz
     ``blowup`` times its initial value is stopped and flagged ``diverged``; the rest of its
     curve is NaN and its test loss is NaN.
     """
-    steps = _check_positive_int(steps, "steps")
-    lr = _check_lr(lr)
-    _check_choice(optimizer, "optimizer", OPTIMIZERS)
+    steps = positive_int(steps, "steps")
+    lr = positive_float(lr, "lr")
+    choice(optimizer, "optimizer", OPTIMIZERS)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("model has no trainable parameters")
@@ -305,7 +285,7 @@ def finetune(model: nn.Module, data: RegressionData, method: str = "lora", rank:
     with the tuned model, the loss curve (NaN-padded if it diverged) and the number of
     trainable parameters.
     """
-    _check_choice(method, "method", METHODS)
+    choice(method, "method", METHODS)
     tuned = copy.deepcopy(model)
     if method == "lora":
         if rank is None:
@@ -329,7 +309,7 @@ def finetune_best_lr(model: nn.Module, data: RegressionData, lrs: Sequence[float
     Diverged runs (NaN) never win; if every run diverged the first is returned (flagged).
     Returns ``(result, lr)``. Keyword arguments go to :func:`finetune`.
     """
-    lrs = [_check_lr(v, "lrs[i]") for v in lrs]
+    lrs = [positive_float(v, "lrs[i]") for v in lrs]
     if not lrs:
         raise ValueError("lrs must be a non-empty list of learning rates")
     runs = [finetune(model, data, lr=lr, **kwargs) for lr in lrs]  # type: ignore[arg-type]
@@ -373,7 +353,7 @@ def power_law_teacher(n: int, decay: float = 0.5, seed: int = 0,
     the best rank-``r`` update leaves ``(H_n - H_r) / H_n`` of it (``H`` harmonic numbers).
     The ``sqrt(n)`` makes each output coordinate of ``T x`` have variance ``H_n = O(log n)``.
     """
-    _check_positive_int(n, "n")
+    positive_int(n, "n")
     M = power_law_matrix(n, n, decay, seed=seed, device="cpu").to(torch.float64)
     s = torch.arange(1, n + 1, dtype=torch.float64) ** -decay
     return (M * (math.sqrt(n) * s.norm())).to(torch.float32).to(device if device is not None else get_device())
@@ -421,7 +401,7 @@ def lora_linear_sweep(teacher: torch.Tensor, ranks: Sequence[int], rslora: Seque
         raise ValueError(f"teacher must be a 2-D tensor (out, in), got {getattr(teacher, 'shape', teacher)!r}")
     if not torch.isfinite(teacher).all():
         raise ValueError("teacher must be finite")
-    ranks = [_check_positive_int(r, "ranks[i]") for r in ranks]
+    ranks = [positive_int(r, "ranks[i]") for r in ranks]
     if not ranks:
         raise ValueError("ranks must be a non-empty list of ints")
     out_f, in_f = teacher.shape
@@ -434,9 +414,9 @@ def lora_linear_sweep(teacher: torch.Tensor, ranks: Sequence[int], rslora: Seque
     lrs = [lr] * C if isinstance(lr, (int, float)) else list(lr)
     if len(lrs) != C:
         raise ValueError(f"lr must be a float or one float per rank ({C}), got {len(lrs)}")
-    lrs = [_check_lr(v, "lr") for v in lrs]
-    _check_positive_int(steps, "steps")
-    _check_choice(optimizer, "optimizer", OPTIMIZERS)
+    lrs = [positive_float(v, "lr") for v in lrs]
+    positive_int(steps, "steps")
+    choice(optimizer, "optimizer", OPTIMIZERS)
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha <= 0:
         raise ValueError(f"alpha must be a positive finite number, got {alpha!r}")
 

@@ -1,0 +1,31 @@
+"""Argument checks shared by every module: errors name the argument and what is allowed."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+
+def positive_int(value: object, name: str) -> int:
+    """``value`` if it is an int >= 1, else ``TypeError``/``ValueError`` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be a positive int (>= 1), got {value}")
+    return value
+
+
+def positive_float(value: object, name: str) -> float:
+    """``value`` as a float if it is a finite number > 0, else an error naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a positive finite float, got {type(value).__name__}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive finite float, got {value}")
+    return float(value)
+
+
+def choice(value: object, name: str, allowed: Sequence[str]) -> str:
+    """``value`` if it is one of ``allowed``, else a ``ValueError`` listing them."""
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {tuple(allowed)}, got {value!r}")
+    return str(value)
