@@ -41,15 +41,37 @@ from typing import Sequence
 
 import torch
 
-from .env import get_device
+from ._validate import positive_float, positive_int
+from .env import get_device, get_scale
 
 __all__ = [
-    "saxe_trajectory", "learning_time", "deep_mode_trajectory", "deep_learning_time", "DeepLinearRun",
+    "sizes", "saxe_trajectory", "learning_time", "deep_mode_trajectory", "deep_learning_time", "DeepLinearRun",
     "mode_target", "decoupled_init", "random_init", "train_deep_linear", "half_times", "gradient_step",
 ]
 
 Number = float | int
 TensorLike = torch.Tensor | Number | Sequence[float]
+
+
+def sizes(scale: str | None = None) -> dict[str, object]:
+    """Experiment sizes of Chapter 2 for ``scale`` (default :func:`lrkit.get_scale`).
+
+    ``small``: an 8-8-8 network (the CPU calibration of CLAIMS.md), a few seconds per experiment.
+    ``full``: Saxe et al.'s regime on a GPU: 32 hidden units, 1000-dimensional outputs, ``u0 = 1e-6``,
+    16 seeds (strengths are a geometric ladder, not their hierarchical data set).
+    """
+    scale = get_scale() if scale is None else scale
+    if scale == "small":
+        return dict(n_in=8, hidden=8, n_out=8, strengths=(5.0, 4.0, 3.0, 2.0, 1.0, 0.5, 0.0, 0.0), lr=1e-3,
+                    steps=15000, u0=1e-3, seeds=4, random_scale=3e-3, random_steps=16000, lazy_hidden=1024,
+                    lazy_scales=(1e-3, 1.0), lazy_lr=1e-2, lazy_steps=1600, depths=(2, 3, 4), depth_u0=1e-2,
+                    depth_steps=10000)
+    if scale == "full":
+        ladder = tuple(float(5.0 * 0.8 ** i) for i in range(12)) + (0.0,) * 4
+        return dict(n_in=32, hidden=32, n_out=1000, strengths=ladder, lr=1e-3, steps=60000, u0=1e-6, seeds=16,
+                    random_scale=1e-3, random_steps=60000, lazy_hidden=4096, lazy_scales=(1e-3, 1.0), lazy_lr=1e-2,
+                    lazy_steps=6000, depths=(2, 3, 4, 6), depth_u0=1e-2, depth_steps=40000)
+    raise ValueError(f"scale must be one of ('small', 'full'), got {scale!r}")
 
 
 # --------------------------------------------------------------------------- validation
@@ -63,14 +85,6 @@ def _tensor(x: TensorLike, name: str, dtype: torch.dtype = torch.float64) -> tor
     if not torch.isfinite(t).all():
         raise ValueError(f"{name} must be finite, got {x!r}")
     return t
-
-
-def _positive(x: Number, name: str) -> float:
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
-        raise TypeError(f"{name} must be a positive number, got {type(x).__name__}")
-    if not (math.isfinite(x) and x > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {x!r}")
-    return float(x)
 
 
 def _depth(depth: object) -> int:
@@ -104,7 +118,7 @@ def saxe_trajectory(t: TensorLike, s: TensorLike, u0: TensorLike, tau: Number = 
     ``(k,)`` give ``(T, k)``); float64 on the CPU. ``s > 0``, ``0 < u0 < s``, ``tau > 0``.
     Written as ``s / (1 + (s/u0 - 1) e^{-2st/tau})``, which never overflows.
     """
-    tau = _positive(tau, "tau")
+    tau = positive_float(tau, "tau")
     t_t = _tensor(t, "t")
     s_t, u0_t = _strengths_and_init(s, u0)
     return s_t / (1.0 + (s_t / u0_t - 1.0) * torch.exp(-2.0 * s_t * t_t / tau))
@@ -116,7 +130,7 @@ def learning_time(s: TensorLike, u0: TensorLike, uf: TensorLike, tau: Number = 1
     Vectorised over broadcastable ``s``, ``u0``, ``uf``; requires ``0 < u0 < s`` and ``0 < uf < s``.
     The half-learning time is ``learning_time(s, u0, s / 2)``.
     """
-    tau = _positive(tau, "tau")
+    tau = positive_float(tau, "tau")
     s_t, u0_t = _strengths_and_init(s, u0)
     uf_t = _tensor(uf, "uf")
     s_t, u0_t, uf_t = torch.broadcast_tensors(s_t, u0_t, uf_t)
@@ -133,9 +147,8 @@ def deep_mode_trajectory(t: TensorLike, s: TensorLike, u0: TensorLike, depth: in
     shape ``M``; the result has shape ``(T, *M)``. Each interval of ``t`` is split into
     ``substeps`` RK4 steps. For ``depth = 2`` this reproduces :func:`saxe_trajectory`.
     """
-    depth, tau = _depth(depth), _positive(tau, "tau")
-    if isinstance(substeps, bool) or not isinstance(substeps, int) or substeps < 1:
-        raise ValueError(f"substeps must be an int >= 1, got {substeps!r}")
+    depth, tau = _depth(depth), positive_float(tau, "tau")
+    positive_int(substeps, "substeps")
     t_t = _tensor(t, "t")
     if t_t.ndim != 1 or t_t.numel() < 1 or float(t_t[0]) != 0.0 or bool((t_t.diff() <= 0).any()):
         raise ValueError("t must be a 1-D increasing grid of times starting at 0")
@@ -164,7 +177,7 @@ def deep_learning_time(s: TensorLike, u0: TensorLike, uf: TensorLike, depth: int
 
     Computed by Simpson's rule in the variable ``log u`` (exact formula for ``depth = 2``).
     """
-    depth, tau = _depth(depth), _positive(tau, "tau")
+    depth, tau = _depth(depth), positive_float(tau, "tau")
     if depth == 2:
         return learning_time(s, u0, uf, tau)
     s_t, u0_t = _strengths_and_init(s, u0)
@@ -240,7 +253,7 @@ def decoupled_init(U: torch.Tensor, V: torch.Tensor, u0: TensorLike, depth: int 
 def random_init(dims: Sequence[int], scale: float, seed: int = 0, dtype: torch.dtype = torch.float64
                 ) -> list[torch.Tensor]:
     """Small random weights ``W_l ~ N(0, scale^2 / fan_in)``; ``dims = (in, h_1, ..., out)``."""
-    scale = _positive(scale, "scale")
+    scale = positive_float(scale, "scale")
     if len(dims) < 3 or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dims):
         raise ValueError(f"dims must list >= 3 positive ints (in, hidden..., out), got {dims!r}")
     gen = torch.Generator().manual_seed(seed)
@@ -310,11 +323,8 @@ def train_deep_linear(target: torch.Tensor, U: torch.Tensor, V: torch.Tensor, we
     strengths ``u_alpha = U[:, alpha]^T W V[:, alpha]`` and the loss are recorded. Diverged
     configurations are frozen and flagged, never a crash.
     """
-    lr = _positive(lr, "lr")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
-    if isinstance(record_every, bool) or not isinstance(record_every, int) or record_every < 1:
-        raise ValueError(f"record_every must be an int >= 1, got {record_every!r}")
+    lr = positive_float(lr, "lr")
+    positive_int(steps, "steps"), positive_int(record_every, "record_every")
     ws = [w if w.ndim == 3 else w.unsqueeze(0) for w in weights]
     C = ws[0].shape[0]
     for i, (a, b) in enumerate(zip(ws[:-1], ws[1:])):
@@ -330,7 +340,7 @@ def train_deep_linear(target: torch.Tensor, U: torch.Tensor, V: torch.Tensor, we
 
     def measure(ws: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         W = _product(ws)
-        modes = torch.einsum("ok,coi,ik->ck", U, W, V)
+        modes = torch.diagonal(U.T @ W @ V, dim1=-2, dim2=-1)  # u_alpha^T W v_alpha, (C, k)
         return modes, 0.5 * (target - W).square().sum((-1, -2))
 
     times, modes, losses = [0.0], [], []

@@ -32,25 +32,16 @@ would give it alone, up to float round-off.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Sequence
 
 import torch
 from torch import nn
 
+from ._validate import positive_float
 from .lora import lora_layers
 
-__all__ = ["loraplus_param_groups", "loraplus_optimizer", "check_lr", "per_config", "AdamState",
+__all__ = ["loraplus_param_groups", "loraplus_optimizer", "per_config", "AdamState",
            "batched_adam_step", "batched_sgd_step"]
-
-
-def check_lr(lr: object, name: str = "lr", allow_zero: bool = False) -> float:
-    """``lr`` as a float; a ``ValueError`` (``TypeError``) naming ``name`` unless positive and finite."""
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)):
-        raise TypeError(f"{name} must be a positive finite number, got {type(lr).__name__}")
-    if not math.isfinite(lr) or lr < 0 or (lr == 0 and not allow_zero):
-        raise ValueError(f"{name} must be a positive finite number, got {lr}")
-    return float(lr)
 
 
 # --------------------------------------------------------------------------- LoRA+ groups
@@ -66,8 +57,8 @@ def loraplus_param_groups(model: nn.Module, lr: float, ratio: float) -> list[dic
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    lr = check_lr(lr, "lr")
-    ratio = check_lr(ratio, "ratio")
+    lr = positive_float(lr, "lr")
+    ratio = positive_float(ratio, "ratio")
     layers = lora_layers(model)
     if not layers:
         raise ValueError("model carries no lrkit LoRA adapters: call lrkit.add_lora(model, rank) first")

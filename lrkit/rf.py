@@ -66,13 +66,13 @@ from .env import get_device, get_scale
 __all__ = [
     "sizes", "power_law_task", "solve_kappa", "learnabilities", "KRRTheory", "krr_theory", "RFTheory",
     "rf_theory", "OptimalRidge", "optimal_ridge", "default_ridges", "SimResult", "simulate", "relu_features",
-    "relu_kernel", "eigenstructure", "simulate_pool",
+    "relu_kernel", "eigenstructure", "pool_task", "simulate_pool",
 ]
 
 Number = int | float
 ArrayLike = Number | Sequence[Number] | torch.Tensor
 
-_MAX_STEPS = 200  # safeguarded Newton; converges in far fewer
+_MAX_STEPS = 120  # safeguarded Newton: about 5-15 steps in practice
 _CHUNK_ELEMENTS = 1 << 22  # grid points x modes evaluated at once by the solvers
 
 
@@ -85,15 +85,15 @@ def sizes(scale: str | None = None) -> dict[str, object]:
     scale = get_scale() if scale is None else scale
     if scale == "small":
         return dict(modes=4000, n=128, trials=10, ks=(16, 32, 64, 96, 112, 128, 144, 176, 256, 512, 1024),
-                    k_fixed=256, ns=(16, 32, 64, 128, 192, 256, 320, 512, 1024), opt_ks=(16, 64, 128, 256, 1024),
-                    opt_ns=(32, 64, 128, 256, 512), pool=2000, pool_dim=8, pool_n=128,
+                    k_fixed=256, ns=(16, 32, 64, 128, 192, 224, 256, 288, 320, 512), opt_ks=(16, 64, 128, 256, 1024),
+                    opt_ns=(32, 64, 128, 256, 512), pool=1000, pool_dim=8, pool_n=128,
                     pool_ks=(32, 64, 128, 256, 512, 1024))
     if scale == "full":
         return dict(modes=10000, n=256, trials=10,
                     ks=(16, 32, 64, 128, 192, 224, 256, 288, 320, 512, 1024, 2048, 4096, 10000),
                     k_fixed=256, ns=(16, 32, 64, 128, 192, 224, 256, 288, 320, 512, 1024, 2048),
                     opt_ks=(16, 64, 256, 1024, 4096), opt_ns=(64, 128, 256, 512, 1024, 2048),
-                    pool=6000, pool_dim=16, pool_n=256, pool_ks=(64, 128, 256, 512, 1024, 2048, 4096))
+                    pool=4000, pool_dim=16, pool_n=256, pool_ks=(64, 128, 256, 512, 1024, 2048, 4096))
     raise ValueError(f"scale must be one of ('small', 'full'), got {scale!r}")
 
 
@@ -180,25 +180,36 @@ def _chunks(size: int, modes: int) -> list[slice]:
     return [slice(i, min(i + step, size)) for i in range(0, size, step)]
 
 
-def _solve_log(fn, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
-    """Root of a decreasing function of ``u = log x`` between ``x = lo`` and ``x = hi``.
+def _solve_log(fn, target: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
+               skip: torch.Tensor | None = None) -> torch.Tensor:
+    """Solve ``G(u) = target`` for a positive decreasing ``G`` of ``u = log x``, ``x`` in ``[lo, hi]``.
 
-    ``fn(u) -> (value, d value / du)``. Safeguarded Newton: a Newton step in ``u`` when it
-    stays inside the current bracket, a bisection step otherwise (``value = +inf`` marks an
-    inadmissible point to the left of the root). Returns ``x`` at the root.
+    ``fn(u) -> (G, dG/du)``; ``G = +inf`` marks an inadmissible point left of the root.
+    Safeguarded Newton on ``log G(u) - log target`` (nearly linear for power-law spectra, so
+    a handful of steps suffice): a Newton step when it stays inside the bracket and at least
+    halves the previous step (as in Numerical Recipes' ``rtsafe``), a bisection step
+    otherwise. Returns ``x`` at the root; points marked in ``skip`` (no root inside) return ``lo``.
     """
     a, b = lo.log(), hi.log()
-    u = (a + b) / 2
+    done = torch.zeros_like(a, dtype=torch.bool) if skip is None else skip.clone()
+    u = torch.where(done, a, (a + b) / 2)
+    log_target = target.log()
+    step_before = b - a
     for _ in range(_MAX_STEPS):
-        f, df = fn(u)
-        positive = f > 0  # decreasing: the root lies to the right of u
+        G, dG = fn(u)
+        F = G.log() - log_target
+        positive = F > 0  # decreasing: the root lies to the right of u
         a, b = torch.where(positive, u, a), torch.where(positive, b, u)
-        newton = u - f / df
-        ok = torch.isfinite(newton) & (newton > a) & (newton < b)
-        u_next = torch.where(ok, newton, (a + b) / 2)
-        done = bool(((u_next - u).abs() <= 1e-13 * (1 + u.abs())).all())
+        newton = u - F * G / dG
+        finite = torch.isfinite(newton)
+        converged = (F == 0) | (finite & ((newton - u).abs() <= 1e-12 * (1 + u.abs())))
+        ok = finite & (newton >= a) & (newton <= b) & ((newton - u).abs() < step_before.abs() / 2)
+        u_next = torch.where(ok | converged, torch.where(F == 0, u, newton), (a + b) / 2)
+        u_next = torch.where(done, u, u_next)
+        step_before = torch.where(done, step_before, u_next - u)
         u = u_next
-        if done:
+        done = done | converged | ((b - a) <= 1e-12 * (1 + u.abs()))  # converged points stay put
+        if bool(done.all()):
             break
     return u.exp()
 
@@ -211,7 +222,7 @@ def _z(lam: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
 def _z_and_slope(lam: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``z(g)`` and ``dz/dg = -sum_i lambda_i / (lambda_i + g)^2`` for ``g`` of shape ``(B,)``."""
     r = lam / (lam + g[:, None])
-    return r.sum(-1), -(r / (lam + g[:, None])).sum(-1)
+    return r.sum(-1), -(r * r / lam).sum(-1)
 
 
 def _kappa_flat(lam: torch.Tensor, n: torch.Tensor, ridge: torch.Tensor) -> torch.Tensor:
@@ -224,9 +235,9 @@ def _kappa_flat(lam: torch.Tensor, n: torch.Tensor, ridge: torch.Tensor) -> torc
     def fn(u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         c = u.exp()
         z, dz = _z_and_slope(lam, c)
-        return z + ridge / c - n, c * dz - ridge / c
+        return z + ridge / c, c * dz - ridge / c
 
-    kap = _solve_log(fn, lo, hi)
+    kap = _solve_log(fn, n, lo, hi, skip=~solvable)
     return torch.where(solvable, kap, torch.zeros_like(kap))
 
 
@@ -277,7 +288,7 @@ def _krr_flat(lam: torch.Tensor, v2: torch.Tensor, n: torch.Tensor, ridge: torch
     q2 = (L ** 2).sum(-1)
     e0 = torch.where(n > q2, n / (n - q2), torch.full_like(n, math.inf))
     bias = (one_minus ** 2 * v2).sum(-1)
-    test = e0 * (bias + noise)
+    test = torch.where(torch.isinf(e0), e0, e0 * (bias + noise))
     ratio = ((n - L.sum(-1)) / n).clamp(min=0) ** 2
     train = torch.where(torch.isfinite(test), ratio * test, torch.full_like(test, math.nan))
     return kap, e0, test, train
@@ -328,23 +339,23 @@ def _rf_flat(lam: torch.Tensor, v2: torch.Tensor, n: torch.Tensor, k: torch.Tens
     def fk(u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         g = u.exp()
         z, dz = _z_and_slope(lam, g)
-        return z - k, g * dz
+        return z, g * dz
 
-    gk = torch.where(has_gk, _solve_log(fk, glo, ghi), torch.zeros_like(k))
+    gk = torch.where(has_gk, _solve_log(fk, k, glo, ghi, skip=~has_gk), torch.zeros_like(k))
 
     def f(u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # decreasing in u = log(gamma - gamma_k)
         s = u.exp()
         g = gk + s
         z, dz = _z_and_slope(lam, g)
         slack = g * (k - z)
-        val = z + ridge * k / slack - n
+        val = z + ridge * k / slack
         dval = s * (dz - ridge * k * ((k - z) - g * dz) / slack ** 2)
         bad = k - z <= 0
         return torch.where(bad, torch.full_like(val, math.inf), val), torch.where(bad, torch.ones_like(val), dval)
 
     hi = 4 * (tr + ridge) / torch.minimum(n, k)
     s_lo = torch.where(gk > 0, gk * 1e-15, torch.full_like(k, 1e-300))
-    s = _solve_log(f, s_lo, hi)
+    s = _solve_log(f, n, s_lo, hi, skip=(ridge == 0) & (n >= k))  # ridgeless, n >= k: gamma = gamma_k
     gam = gk + s
     L = lam / (lam + gam[:, None])
     z, q2 = L.sum(-1), (L ** 2).sum(-1)
@@ -356,7 +367,7 @@ def _rf_flat(lam: torch.Tensor, v2: torch.Tensor, n: torch.Tensor, k: torch.Tens
     x = (q2 * (k - 2 * z) + z ** 2) / (n * (k - q2))
     e0 = torch.where((x < 1) & ~((ridge == 0) & (n == k)), 1 / (1 - x), torch.full_like(x, math.inf))
     bias_i = gam[:, None] / (lam + gam[:, None]) - (kap[:, None] * L / (lam + gam[:, None])) * (k / (k - q2))[:, None]
-    test = e0 * ((bias_i * v2).sum(-1) + noise)
+    test = torch.where(torch.isinf(e0), e0, e0 * ((bias_i * v2).sum(-1) + noise))
     ratio = ((n - z) / n).clamp(min=0) ** 2
     train = torch.where(torch.isfinite(test), ratio * test, torch.full_like(test, math.nan))
     return kap, gam, e0, test, train
@@ -527,26 +538,27 @@ def simulate(eigvals: ArrayLike, coeffs: ArrayLike, ns: Sequence[int] | int, ks:
     chunk = max(1, min(trials, (memory_mb << 20) // max(per_trial, 1)))
     gen = torch.Generator(device=dev).manual_seed(seed)
     sqrt_lam = lam.sqrt()
+
+    def normal(*shape: int) -> torch.Tensor:  # drawn in float32 (twice as fast), used in float64
+        return torch.randn(*shape, generator=gen, device=dev, dtype=torch.float32).to(torch.float64)
+
     tests, trains = [], []
     for start in range(0, trials, chunk):
         T = min(chunk, trials - start)
-        X = torch.randn(T, n_max, M, generator=gen, device=dev, dtype=torch.float64)
-        y = X @ v + math.sqrt(sigma2) * torch.randn(T, n_max, generator=gen, device=dev, dtype=torch.float64)
-        B = torch.randn(T, k_max, M, generator=gen, device=dev, dtype=torch.float64) * sqrt_lam if k_max else None
+        X = normal(T, n_max, M)
+        y = X @ v + math.sqrt(sigma2) * normal(T, n_max)
+        B = normal(T, k_max, M) * sqrt_lam if k_max else None  # rows: W_j diag(lambda)^(1/2)
         Phi = X @ B.transpose(-1, -2) if k_max else None  # (T, n_max, k_max), unscaled features
         test = torch.empty(T, len(ns_l), len(ks_l), grid.numel(), dtype=torch.float64, device=dev)
         train = torch.empty_like(test)
         for j, k in enumerate(ks_l):
-            if math.isinf(k):
-                D = X * lam  # predictor beta = D^T a, D = X diag(lambda)
-                Gfull = (X * sqrt_lam) @ (X * sqrt_lam).transpose(-1, -2)
-            else:
-                F = Phi[..., :k] / math.sqrt(k)
-                D = F @ B[:, :k] / math.sqrt(k)
-                Gfull = F @ F.transpose(-1, -2)
+            F = X * sqrt_lam if math.isinf(k) else Phi[..., :k] / math.sqrt(k)
+            Gfull = F @ F.transpose(-1, -2)
             for i, n in enumerate(ns_l):
                 a, tr = _ridge_path(Gfull[:, :n, :n], y[:, :n], grid)
-                beta = D[:, :n].transpose(-1, -2) @ a  # (T, M, R)
+                theta = F[:, :n].transpose(-1, -2) @ a  # feature-space weights, (T, k, R)
+                # the predictor is linear in x: f(x) = beta . x, beta = diag(lambda)^(1/2) W^T theta / sqrt(k)
+                beta = theta * sqrt_lam[:, None] if math.isinf(k) else B[:, :k].transpose(-1, -2) @ theta / math.sqrt(k)
                 test[:, i, j] = ((beta - v[None, :, None]) ** 2).sum(-2) + sigma2
                 train[:, i, j] = tr
         tests.append(test.cpu())
@@ -609,6 +621,22 @@ def eigenstructure(K: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torc
     s, U = s.flip(0), U.flip(1)
     keep = s > s[0] * N * torch.finfo(torch.float64).eps * 10
     return (s[keep] / N).cpu(), ((U.T @ y.double()) / math.sqrt(N))[keep].cpu()
+
+
+def pool_task(size: int, dim: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A finite pool of real-valued inputs and a nonlinear target for the ReLU experiment.
+
+    ``x ~ N(0, I_dim)`` of shape ``(size, dim)``; ``y = tanh(1.5 x_1) + 0.5 x_2 x_3``, centred and
+    scaled to unit mean square over the pool (so the zero predictor has test MSE 1).
+    """
+    if isinstance(size, bool) or not isinstance(size, int) or size < 2:
+        raise ValueError(f"size must be an int >= 2, got {size!r}")
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 3:
+        raise ValueError(f"dim must be an int >= 3 (the target uses three coordinates), got {dim!r}")
+    x = torch.randn(size, dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    y = torch.tanh(1.5 * x[:, 0]) + 0.5 * x[:, 1] * x[:, 2]
+    y = y - y.mean()
+    return x, y / y.pow(2).mean().sqrt()
 
 
 def simulate_pool(x: torch.Tensor, y: torch.Tensor, n: int, ks: Sequence[Number], ridges: ArrayLike,

@@ -46,14 +46,15 @@ from __future__ import annotations
 
 import math
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import Iterator, Literal, Sequence
 
 import numpy as np
 import torch
 
 from .env import get_device, get_scale
-from .finetune import _check_lr, _check_positive_int, _gen
+from ._validate import choice, positive_float, positive_int
 
 Parameterisation = Literal["symmetric", "asymmetric"]
 PARAMETERISATIONS: tuple[str, ...] = ("symmetric", "asymmetric")
@@ -63,8 +64,8 @@ A_RATIO = 1.0 / 3.0  # scale of A relative to B at initialisation (the paper: G 
 __all__ = [
     "sizes", "UnderdeterminedWarning", "degrees_of_freedom", "SensingProblem", "make_problem", "measure",
     "adjoint", "init_symmetric", "init_asymmetric", "symmetric_step", "asymmetric_step", "imbalance",
-    "rebalance", "SensingRun", "run_sweep", "redundant_error_theory", "loglog_slope", "linear_rate",
-    "log_grid",
+    "rebalance", "SensingRun", "run_sweep", "redundant_error_theory", "linearised_rate", "loglog_slope",
+    "linear_rate", "log_grid",
 ]
 
 
@@ -73,32 +74,25 @@ def sizes(scale: str | None = None) -> dict[str, object]:
     """Experiment sizes for ``scale`` (default :func:`lrkit.get_scale`).
 
     ``small``: ``n = 20``, ``r* = 2`` (singular values 1 and 0.5), ``m = 3 n^2`` Gaussian
-    measurements, a few seconds per sweep on two CPU cores. ``full``: the paper's ``50 x 50``,
-    rank 3 (our singular values 1, 0.75, 0.5 and ``m = 3 n^2``: the paper's ``m`` and spectrum
-    were not checked), for a GPU.
+    measurements, 10 000 steps: seconds per sweep on two CPU cores. ``full``: the paper's
+    ``50 x 50``, rank 3 (our singular values 1, 0.75, 0.5 and ``m = 3 n^2``: the paper's ``m``
+    and spectrum were not checked), 20 000 steps, for a GPU.
     """
     scale = get_scale() if scale is None else scale
     if scale == "small":
-        return dict(n=20, r_star=2, singular_values=(1.0, 0.5), m=1200, lr=0.1, steps=20_000,
-                    over_rank=4, omegas=(0.02, 0.03, 0.05), seeds=(0, 1), num_records=300)
+        return dict(n=20, r_star=2, singular_values=(1.0, 0.5), m=1200, lr=0.1, steps=10_000, num_records=300,
+                    sym_ranks=(2, 3, 4, 6), sym_omega=0.1, over_rank=4, omegas=(0.03, 0.05, 0.1))
     if scale == "full":
-        return dict(n=50, r_star=3, singular_values=(1.0, 0.75, 0.5), m=7500, lr=0.1, steps=50_000,
-                    over_rank=6, omegas=(0.01, 0.015, 0.02, 0.03), seeds=(0, 1, 2, 3), num_records=400)
+        return dict(n=50, r_star=3, singular_values=(1.0, 0.75, 0.5), m=7500, lr=0.1, steps=20_000,
+                    num_records=400, sym_ranks=(3, 4, 6, 9), sym_omega=0.1, over_rank=6,
+                    omegas=(0.015, 0.025, 0.05))
     raise ValueError(f"scale must be one of ('small', 'full'), got {scale!r}")
 
 
-def _check_scale(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a positive finite float, got {type(value).__name__}")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive finite float, got {value}")
-    return float(value)
-
-
-def _check_choice(value: object, name: str, allowed: Sequence[str]) -> str:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {tuple(allowed)}, got {value!r}")
-    return str(value)
+def _gen(seed: object) -> torch.Generator:
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    return torch.Generator().manual_seed(seed)
 
 
 class UnderdeterminedWarning(UserWarning):
@@ -128,8 +122,8 @@ def adjoint(Z: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     The adjoint of :func:`measure`: ``<Z(M), z> = <M, Z*(z)>`` for every ``M`` and ``z``.
     """
     if Z.ndim != 3 or z.ndim < 1 or z.shape[-1] != Z.shape[0]:
-        raise ValueError(f"Z must be (m, n1, n2) and z (..., m) with the same m, "
-                         f"got Z {tuple(Z.shape)} and z {tuple(z.shape)}")
+        raise ValueError(f"z must be (..., m) and Z (m, n1, n2) with the same m, "
+                         f"got z {tuple(z.shape)} and Z {tuple(Z.shape)}")
     return (z @ Z.flatten(1)).unflatten(-1, tuple(Z.shape[1:]))
 
 
@@ -196,14 +190,14 @@ def make_problem(n: int, r_star: int, m: int, *, n2: int | None = None,
     antisymmetric part of an asymmetric ``B A`` is invisible to the measurements, a trap.
     Warns (:class:`UnderdeterminedWarning`) when ``m`` is below the degrees of freedom.
     """
-    _check_positive_int(n, "n")
-    n2 = n if n2 is None else _check_positive_int(n2, "n2")
+    positive_int(n, "n")
+    n2 = n if n2 is None else positive_int(n2, "n2")
     if symmetric and n2 != n:
         raise ValueError(f"a symmetric problem is square: n2 must be None or equal to n = {n}, got {n2}")
-    _check_positive_int(r_star, "r_star")
+    positive_int(r_star, "r_star")
     if r_star > min(n, n2):
         raise ValueError(f"r_star must satisfy 1 <= r_star <= min(n, n2) = {min(n, n2)}, got {r_star}")
-    _check_positive_int(m, "m")
+    positive_int(m, "m")
     s = torch.linspace(1.0, 0.5, r_star, dtype=DTYPE) if singular_values is None else \
         torch.as_tensor(list(singular_values), dtype=DTYPE)
     if s.shape != (r_star,) or not bool(torch.isfinite(s).all()) or bool((s <= 0).any()):
@@ -230,7 +224,7 @@ def make_problem(n: int, r_star: int, m: int, *, n2: int | None = None,
 
 # --------------------------------------------------------------------------- factors and one GD step
 def _check_rank(r: int, problem: SensingProblem) -> int:
-    _check_positive_int(r, "r")
+    positive_int(r, "r")
     if r < problem.r_star:
         raise ValueError(f"r must be >= r_star = {problem.r_star} (a rank-{r} product cannot reach M*), got {r}")
     if r > min(problem.n1, problem.n2):
@@ -240,17 +234,17 @@ def _check_rank(r: int, problem: SensingProblem) -> int:
 
 def init_symmetric(n: int, r: int, omega: float, seed: int = 0) -> torch.Tensor:
     """``X (n, r)`` with i.i.d. ``omega N(0, 1)`` entries, from a CPU generator seeded ``seed``."""
-    _check_positive_int(n, "n")
-    _check_positive_int(r, "r")
-    return _check_scale(omega, "omega") * torch.randn(n, r, generator=_gen(seed), dtype=DTYPE)
+    positive_int(n, "n")
+    positive_int(r, "r")
+    return positive_float(omega, "omega") * torch.randn(n, r, generator=_gen(seed), dtype=DTYPE)
 
 
 def init_asymmetric(n1: int, n2: int, r: int, omega: float, seed: int = 0,
                     a_ratio: float = A_RATIO) -> tuple[torch.Tensor, torch.Tensor]:
     """``B (n1, r) ~ omega N(0, 1)`` and ``A (r, n2) ~ a_ratio omega N(0, 1)`` (paper: ratio 1/3)."""
     for v, name in ((n1, "n1"), (n2, "n2"), (r, "r")):
-        _check_positive_int(v, name)
-    omega, a_ratio = _check_scale(omega, "omega"), _check_scale(a_ratio, "a_ratio")
+        positive_int(v, name)
+    omega, a_ratio = positive_float(omega, "omega"), positive_float(a_ratio, "a_ratio")
     g = _gen(seed)
     B = omega * torch.randn(n1, r, generator=g, dtype=DTYPE)
     return B, a_ratio * omega * torch.randn(r, n2, generator=g, dtype=DTYPE)
@@ -312,8 +306,8 @@ def rebalance(B: torch.Tensor, A: torch.Tensor, floor: torch.Tensor | float,
 # --------------------------------------------------------------------------- batched runs
 def log_grid(steps: int, num: int) -> torch.Tensor:
     """About ``num`` distinct steps in ``[0, steps]``: ``0``, then log-spaced, always ending at ``steps``."""
-    _check_positive_int(steps, "steps")
-    _check_positive_int(num, "num")
+    positive_int(steps, "steps")
+    positive_int(num, "num")
     grid = np.unique(np.round(np.logspace(0, math.log10(steps), max(num - 1, 1))).astype(np.int64))
     return torch.as_tensor(np.concatenate([[0], grid[grid <= steps]]), dtype=torch.long)
 
@@ -324,7 +318,8 @@ class SensingRun:
 
     Configurations: ``ranks[c]``, ``omegas[c]``, ``seeds[c]``. ``diverged[c]``: the run blew up
     (its errors are NaN from then on). ``rebalanced_at[c]``: the step of the one-step
-    modification, ``-1`` if none. Tensors are on the CPU.
+    modification, ``-1`` if none. ``imbalance_eigs[c]`` (asymmetric runs): the ``r`` eigenvalues
+    of the imbalance ``B^T B - A A^T`` at step 0, ascending. Tensors are on the CPU.
     """
 
     parameterisation: str
@@ -336,7 +331,7 @@ class SensingRun:
     error: torch.Tensor
     diverged: torch.Tensor
     rebalanced_at: torch.Tensor
-    imbalance_eigs: torch.Tensor | None = None  # (C, r_max): eigenvalues of B^T B - A A^T at step 0
+    imbalance_eigs: list[torch.Tensor] | None = None  # per configuration: eigenvalues of B^T B - A A^T at step 0
 
     @property
     def final(self) -> torch.Tensor:
@@ -350,37 +345,57 @@ def _broadcast(values: object, n: int, name: str) -> list:
     return vals
 
 
+@contextmanager
+def _few_threads(device: torch.device, work: int) -> Iterator[None]:
+    """On the CPU, run small per-step work (``work`` multiply-adds) on one thread.
+
+    Each step is a handful of tiny matrix products; with several threads their start-up and
+    barriers cost more than the arithmetic (10x slower on a busy 2-core machine).
+    """
+    if device.type != "cpu" or work > 20_000_000:
+        yield
+        return
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
 def run_sweep(problem: SensingProblem, parameterisation: str, ranks: Sequence[int] | int,
               omegas: Sequence[float] | float, seeds: Sequence[int] | int = 0, lr: float = 0.1,
               steps: int = 1000, num_records: int = 200, a_ratio: float = A_RATIO,
-              rebalance_below: float | None = None, rebalance_floor: float | None = None,
-              blowup: float = 1e8) -> SensingRun:
+              rebalance_once: Sequence[bool] | bool = False, rebalance_below: float = 1e-3,
+              rebalance_floor: float | None = None, blowup: float = 1e8) -> SensingRun:
     """Gradient descent for every configuration at once; errors on a log grid of steps.
 
     The configurations are the broadcast lists ``ranks``, ``omegas``, ``seeds`` (one value is
     repeated). ``parameterisation``: ``"symmetric"`` (``X X^T``, needs a symmetric problem) or
-    ``"asymmetric"`` (``B A``). Asymmetric only: when ``rebalance_below`` is given, each
-    configuration is rebalanced once (:func:`rebalance`), at the first step where its relative
-    error ``||M_t - M*||^2 / ||M*||^2`` is below it, with ``floor = rebalance_floor`` (default
-    ``sqrt(sigma_1(B A))`` of that configuration at that step). A configuration whose error is
-    non-finite or above ``blowup * ||M*||^2`` is marked diverged and frozen at zero.
+    ``"asymmetric"`` (``B A``). Asymmetric only: each configuration with ``rebalance_once`` true
+    (one flag, or one per configuration) is rebalanced once (:func:`rebalance`), at the first
+    step where its relative error ``||M_t - M*||^2 / ||M*||^2`` is below ``rebalance_below``,
+    with ``floor = rebalance_floor`` (default ``sqrt(sigma_{r*}(B A))`` of that configuration at
+    that step: the ``r*``-th singular value of the current product, close to ``sigma_{r*}(M*)``
+    by then; it uses the rank ``r*`` but not ``M*``). A configuration whose error is non-finite or
+    above ``blowup * ||M*||^2`` is marked diverged and frozen at zero.
     """
-    _check_choice(parameterisation, "parameterisation", PARAMETERISATIONS)
-    lr = _check_lr(lr)
-    _check_positive_int(steps, "steps")
+    choice(parameterisation, "parameterisation", PARAMETERISATIONS)
+    lr = positive_float(lr, "lr")
+    positive_int(steps, "steps")
     if parameterisation == "symmetric" and not problem.symmetric:
         raise ValueError("parameterisation='symmetric' (X X^T) needs a symmetric PSD problem "
                          "(make_problem(..., symmetric=True))")
-    if rebalance_below is not None:
-        if parameterisation != "asymmetric":
-            raise ValueError("rebalance_below applies to parameterisation='asymmetric' only")
-        _check_scale(rebalance_below, "rebalance_below")
+    positive_float(rebalance_below, "rebalance_below")
     if rebalance_floor is not None:
-        _check_scale(rebalance_floor, "rebalance_floor")
-    n_cfg = max(len(v) if isinstance(v, (list, tuple)) else 1 for v in (ranks, omegas, seeds))
+        positive_float(rebalance_floor, "rebalance_floor")
+    n_cfg = max(len(v) if isinstance(v, (list, tuple)) else 1 for v in (ranks, omegas, seeds, rebalance_once))
     R = [_check_rank(r, problem) for r in _broadcast(ranks, n_cfg, "ranks")]
-    W = [_check_scale(w, "omegas") for w in _broadcast(omegas, n_cfg, "omegas")]
+    W = [positive_float(w, "omegas") for w in _broadcast(omegas, n_cfg, "omegas")]
     S = _broadcast(seeds, n_cfg, "seeds")
+    flags = [bool(f) for f in _broadcast(rebalance_once, n_cfg, "rebalance_once")]
+    if any(flags) and parameterisation != "asymmetric":
+        raise ValueError("rebalance_once applies to parameterisation='asymmetric' only")
     r_max, dev = max(R), problem.M_star.device
     active = (torch.arange(r_max)[None, :] < torch.tensor(R)[:, None]).to(dev)  # (C, r_max)
     B = torch.zeros(n_cfg, problem.n1, r_max, dtype=DTYPE)
@@ -391,18 +406,33 @@ def run_sweep(problem: SensingProblem, parameterisation: str, ranks: Sequence[in
         else:
             B[c, :, :r], A[c, :r, :] = init_asymmetric(problem.n1, problem.n2, r, w, s, a_ratio)
     B, A = B.to(dev), A.to(dev)
-    eigs = None if parameterisation == "symmetric" else torch.linalg.eigvalsh(imbalance(B, A)).cpu()
+    eigs = None if parameterisation == "symmetric" else \
+        [torch.linalg.eigvalsh(imbalance(B[c, :, :r], A[c, :r, :])).cpu() for c, r in enumerate(R)]
 
     grid = log_grid(steps, num_records)
     record = {int(t): j for j, t in enumerate(grid)}
     errors = torch.full((n_cfg, len(grid)), float("nan"), dtype=DTYPE, device=dev)
-    scale = float(problem.M_star.square().sum())
     diverged = torch.zeros(n_cfg, dtype=torch.bool, device=dev)
-    pending = torch.full((n_cfg,), rebalance_below is not None, dtype=torch.bool, device=dev)
+    pending = torch.tensor(flags, dtype=torch.bool, device=dev)
     rebalanced_at = torch.full((n_cfg,), -1, dtype=torch.long, device=dev)
+    with _few_threads(dev, n_cfg * (problem.n1 * problem.n2) ** 2):
+        B, A, rebalanced_at = _descend(problem, parameterisation, B, A, lr, steps, record, errors, diverged,
+                                       pending, rebalanced_at, active, rebalance_below, rebalance_floor, blowup)
+    return SensingRun(parameterisation, lr, R, W, [int(s) for s in S], grid, errors.cpu(), diverged.cpu(),
+                      rebalanced_at.cpu(), eigs)
+
+
+def _descend(problem: SensingProblem, parameterisation: str, B: torch.Tensor, A: torch.Tensor, lr: float,
+             steps: int, record: dict[int, int], errors: torch.Tensor, diverged: torch.Tensor,
+             pending: torch.Tensor, rebalanced_at: torch.Tensor, active: torch.Tensor, rebalance_below: float,
+             rebalance_floor: float | None, blowup: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The loop of :func:`run_sweep`; fills ``errors`` and ``diverged`` in place."""
+    n_cfg, dev = B.shape[0], B.device
+    scale = float(problem.M_star.square().sum())
+    rebalancing = bool(pending.any())
     for t in range(steps + 1):
         M = B @ (B.transpose(-2, -1) if parameterisation == "symmetric" else A)
-        if t in record or rebalance_below is not None:
+        if t in record or rebalancing:
             err = problem.error(M)
             if t in record:
                 bad = ~torch.isfinite(err) | (err > blowup * scale)
@@ -410,26 +440,25 @@ def run_sweep(problem: SensingProblem, parameterisation: str, ranks: Sequence[in
                 B = torch.where(diverged[:, None, None], torch.zeros_like(B), B)
                 A = torch.where(diverged[:, None, None], torch.zeros_like(A), A)
                 errors[:, record[t]] = torch.where(diverged, torch.full_like(err, float("nan")), err)
-            if rebalance_below is not None and bool(pending.any()):
+            if rebalancing:
                 now = pending & ~diverged & (err <= rebalance_below * scale)
                 if bool(now.any()):
                     floor = torch.full((n_cfg,), rebalance_floor or 0.0, dtype=DTYPE, device=dev)
                     if rebalance_floor is None:
-                        floor = torch.linalg.matrix_norm(M, ord=2).sqrt()
+                        floor = torch.linalg.svdvals(M)[:, problem.r_star - 1].sqrt()
                     B2, A2 = rebalance(B, A, floor, active)
                     B = torch.where(now[:, None, None], B2, B)
                     A = torch.where(now[:, None, None], A2, A)
-                    M = B @ A
                     rebalanced_at = torch.where(now, torch.full_like(rebalanced_at, t), rebalanced_at)
-                    pending &= ~now
+                pending &= ~now & ~diverged
+                rebalancing = bool(pending.any())
         if t == steps:
             break
         if parameterisation == "symmetric":
             B = symmetric_step(problem, B, lr)
         else:
             B, A = asymmetric_step(problem, B, A, lr)
-    return SensingRun(parameterisation, lr, R, W, [int(s) for s in S], grid, errors.cpu(), diverged.cpu(),
-                      rebalanced_at.cpu(), eigs)
+    return B, A, rebalanced_at
 
 
 # --------------------------------------------------------------------------- theory and fits
@@ -443,6 +472,30 @@ def redundant_error_theory(t: torch.Tensor | np.ndarray | float, r: int, r_star:
     """
     t = np.asarray(t.cpu() if isinstance(t, torch.Tensor) else t, dtype=float)
     return (r - r_star) / (16.0 * lr**2 * t**2)
+
+
+def linearised_rate(problem: SensingProblem, lr: float) -> float:
+    """Predicted linear rate of exact (``r = r*``) symmetric GD near ``X* = U_* Sigma_*^{1/2}``.
+
+    Near the optimum one GD step multiplies the error in each direction of ``X`` by
+    ``1 - lr h`` with ``h`` an eigenvalue of the Hessian of ``L(X X^T)`` at ``X*``; the
+    ``r*(r*-1)/2`` zero eigenvalues are the rotations ``X* Q`` (they leave ``M`` unchanged), and
+    the slowest of the others, ``h_min``, sets ``||M_t - M*||^2 ~ exp(-c t)`` with
+    ``c = -2 ln(1 - lr h_min)``. In the population limit (``m -> infinity``) ``h_min = 2 sigma_{r*}``.
+    """
+    if not problem.symmetric:
+        raise ValueError("linearised_rate needs a symmetric problem (the X X^T parameterisation)")
+    lr = positive_float(lr, "lr")
+    evals, evecs = torch.linalg.eigh(problem.M_star.cpu())
+    r = problem.r_star
+    X_star = evecs[:, -r:] * evals[-r:].clamp(min=0).sqrt()
+    cpu = SensingProblem(problem.M_star.cpu(), problem.Z.cpu(), problem.y.cpu(), r, True)
+    hess = torch.autograd.functional.hessian(lambda X: cpu.loss(X @ X.T), X_star)
+    h = torch.linalg.eigvalsh(hess.reshape(X_star.numel(), X_star.numel()))
+    h_min = float(h[r * (r - 1) // 2])
+    if not 0 < lr * h_min < 1:
+        raise ValueError(f"lr * h_min = {lr * h_min:.3g} must lie in (0, 1) for a monotone linear rate")
+    return -2.0 * math.log(1.0 - lr * h_min)
 
 
 def _window(steps: object, error: object, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:

@@ -10,9 +10,18 @@ the layer's output, ``y = dW* z``, has entries of order 1 too. A LoRA adapter le
 
 with ``s = alpha / r`` (``alpha = None`` means ``s = 1``). The base weight cancels from the
 loss, so only the LoRA branch ``s B A z`` is simulated. Loss and gradients, with
-``Z`` (N, n) the samples, ``P = A Z^T`` (r, N) and ``E = s B P - Y`` (n, N):
+``Z`` (N, n) the samples, ``Y = dW* Z^T`` (n, N), ``P = A Z^T`` (r, N) and ``E = s B P - Y`` (n, N):
 
-    dL/dB = s E P^T / (n N),        dL/dA = s B^T E Z / (n N).
+    L = ||E||_F^2 / (2 n N),     dL/dB = s E P^T / (n N),     dL/dA = s B^T E Z / (n N).
+
+*How it is computed.* Two exact rewritings keep the big ``(K, n, N)`` error tensor out of
+memory. (i) The samples span only ``m = rank(Z) <= d`` directions: with the thin SVD
+``Z = U S V^T`` the "virtual samples" ``Zr = S V^T`` (m, n) and targets ``Yr = Y U`` (n, m)
+give the same loss and gradients as ``Z`` and ``Y``. (ii) Sufficient statistics:
+``||E||^2 = s^2 <B^T B, P P^T> - 2 s <B^T Yr, P> + ||Yr||^2`` (the small ``r x r`` and
+``r x m`` products in float64, so no precision is lost to cancellation), and
+``E P^T = s B (P P^T) - Yr P^T``, ``B^T E = s (B^T B) P - B^T Yr``. Every step is then a
+handful of batched products of cost ``K r n m``.
 
 **The sweep.** :func:`run_lora_sweep` trains ``K`` configurations at once, each with its
 own ``(eta_A, eta_B, init, seed)``: ``A`` has shape (K, r, n), ``B`` (K, n, r), every step
@@ -42,7 +51,8 @@ import torch
 
 from .env import get_device, get_scale
 from .init import INIT_SCHEMES, init_lora_
-from .optim import AdamState, batched_adam_step, batched_sgd_step, check_lr
+from ._validate import positive_float, positive_int
+from .optim import AdamState, batched_adam_step, batched_sgd_step
 
 OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
 SWEEP_INITS: tuple[str, ...] = tuple(k for k in INIT_SCHEMES if k != "pissa")  # pissa needs a base weight
@@ -51,24 +61,18 @@ __all__ = ["LoRATask", "lora_task", "SweepResult", "run_lora_sweep", "grid", "la
            "best_pair", "steps_to_reach", "ExponentFit", "fit_exponent", "factor2_grid"]
 
 
-def _positive_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be a positive int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value}")
-    return value
-
-
 # --------------------------------------------------------------------------- the task
 
 
 @dataclass(frozen=True)
 class LoRATask:
-    """Features ``Z`` (N, n) and targets ``Y = dW* Z^T`` (n, N) of the fine-tuning task."""
+    """Features ``Z`` (N, n), targets ``Y = dW* Z^T`` (n, N), and their reduced forms ``Zr`` (m, n), ``Yr`` (n, m)."""
 
     Z: torch.Tensor
     Y: torch.Tensor
     teacher: torch.Tensor  # dW*, (n, n), rank r*
+    Zr: torch.Tensor
+    Yr: torch.Tensor
 
     @property
     def width(self) -> int:
@@ -87,8 +91,8 @@ class LoRATask:
 def lora_task(width: int, d: int = 16, samples: int = 32, teacher_rank: int = 2, seed: int = 0,
               device: torch.device | str | None = None) -> LoRATask:
     """The task of the module docstring at width ``n = width``, drawn from ``seed``."""
-    n, d = _positive_int(width, "width"), _positive_int(d, "d")
-    N, k = _positive_int(samples, "samples"), _positive_int(teacher_rank, "teacher_rank")
+    n, d = positive_int(width, "width"), positive_int(d, "d")
+    N, k = positive_int(samples, "samples"), positive_int(teacher_rank, "teacher_rank")
     if k > min(n, d):
         raise ValueError(f"teacher_rank must satisfy 1 <= teacher_rank <= min(width, d) = {min(n, d)}, got {k}")
     g = torch.Generator().manual_seed(seed)
@@ -97,9 +101,14 @@ def lora_task(width: int, d: int = 16, samples: int = 32, teacher_rank: int = 2,
     U = torch.randn(n, k, generator=g)
     V = torch.randn(n, k, generator=g) / math.sqrt(n)
     dev = get_device() if device is None else torch.device(device)
-    Z = (x @ w_in.T).to(dev)
-    teacher = (U @ V.T).to(dev)
-    return LoRATask(Z=Z, Y=teacher @ Z.T, teacher=teacher)
+    Z = x @ w_in.T
+    teacher = U @ V.T
+    Y = teacher @ Z.T
+    u, sv, vh = torch.linalg.svd(Z.double(), full_matrices=False)
+    m = int((sv > sv[0] * 1e-6).sum())
+    Zr = (sv[:m, None] * vh[:m]).float()          # (m, n): Zr^T Zr = Z^T Z
+    Yr = (Y.double() @ u[:, :m]).float()          # (n, m): Yr Zr = Y Z
+    return LoRATask(*(t.to(dev) for t in (Z, Y, teacher, Zr, Yr)))
 
 
 # --------------------------------------------------------------------------- configurations
@@ -121,7 +130,7 @@ def grid(**axes: Sequence[Any]) -> dict[str, list[Any]]:
 
 def factor2_grid(low: float, high: float) -> list[float]:
     """Learning rates ``2^k`` for every integer ``k`` with ``low <= 2^k <= high``."""
-    low, high = check_lr(low, "low"), check_lr(high, "high")
+    low, high = positive_float(low, "low"), positive_float(high, "high")
     if low > high:
         raise ValueError(f"low must not exceed high, got low={low}, high={high}")
     return [2.0 ** k for k in range(math.ceil(math.log2(low) - 1e-9), math.floor(math.log2(high) + 1e-9) + 1)]
@@ -219,8 +228,8 @@ def run_lora_sweep(task: LoRATask, eta_A: float | Sequence[float], eta_B: float 
     K = len(etas_A)
     if K == 0:
         raise ValueError("eta_A must be a learning rate or a non-empty sequence of them")
-    etas_A = [check_lr(v, "eta_A") for v in etas_A]
-    etas_B = etas_A if eta_B is None else [check_lr(v, "eta_B") for v in _broadcast(eta_B, K, "eta_B")]
+    etas_A = [positive_float(v, "eta_A") for v in etas_A]
+    etas_B = etas_A if eta_B is None else [positive_float(v, "eta_B") for v in _broadcast(eta_B, K, "eta_B")]
     inits = _broadcast(init, K, "init")
     for name in set(inits):
         if name not in SWEEP_INITS:
@@ -230,19 +239,48 @@ def run_lora_sweep(task: LoRATask, eta_A: float | Sequence[float], eta_B: float 
         if isinstance(s, bool) or not isinstance(s, int) or s < 0:
             raise ValueError(f"seed must be a non-negative int (or K of them), got {s!r}")
     n, N = task.width, task.samples
-    rank = _positive_int(rank, "rank")
+    rank = positive_int(rank, "rank")
     if rank > n:
         raise ValueError(f"rank must satisfy 1 <= rank <= width = {n}, got {rank}")
-    scaling = 1.0 if alpha is None else check_lr(alpha, "alpha") / rank
-    steps = _positive_int(steps, "steps")
+    scaling = 1.0 if alpha is None else positive_float(alpha, "alpha") / rank
+    steps = positive_int(steps, "steps")
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
     if isinstance(blowup, bool) or not isinstance(blowup, (int, float)) or not math.isfinite(blowup) or blowup <= 1:
         raise ValueError(f"blowup must be a finite number > 1, got {blowup!r}")
 
+    if task.Z.device.type == "cpu":  # see _one_thread
+        with _one_thread():
+            return _train(task, etas_A, etas_B, inits, seeds, rank, scaling, steps, optimizer, blowup, progress)
+    return _train(task, etas_A, etas_B, inits, seeds, rank, scaling, steps, optimizer, blowup, progress)
+
+
+class _one_thread:
+    """Run torch on one CPU thread inside the block, then restore the setting.
+
+    A sweep step is a few dozen small kernels (milliseconds each); OpenMP threads gain little
+    on them and, when the cores are shared with other processes, spin-waiting threads made
+    the same sweep up to 7x slower in our measurements (bench/bench_sweep.py).
+    """
+
+    def __enter__(self) -> None:
+        self.saved = torch.get_num_threads()
+        torch.set_num_threads(1)
+
+    def __exit__(self, *exc: object) -> None:
+        torch.set_num_threads(self.saved)
+
+
+def _train(task: LoRATask, etas_A: list[float], etas_B: list[float], inits: list[str], seeds: list[int],
+           rank: int, scaling: float, steps: int, optimizer: str, blowup: float,
+           progress: bool | None) -> SweepResult:
+    """The training loop of :func:`run_lora_sweep` (arguments already checked)."""
+    K, n, N = len(etas_A), task.width, task.samples
     dev = task.Z.device
-    Z, Y = task.Z, task.Y
-    Zt = Z.T.contiguous()
+    Zr, Yr = task.Zr, task.Yr
+    Zrt = Zr.T.contiguous()                            # (n, m)
+    Yr64 = Yr.double()
+    y2 = Yr64.square().sum()
     A, B = _init_factors(inits, seeds, rank, n, scaling, dev)
     lr_A = torch.tensor(etas_A, device=dev)
     lr_B = torch.tensor(etas_B, device=dev)
@@ -254,26 +292,31 @@ def run_lora_sweep(task: LoRATask, eta_A: float | Sequence[float], eta_B: float 
     feat = torch.full((K, steps + 1), float("nan"))
     bar = _progress(steps, progress)
     norm = scaling / (n * N)
+    zero = torch.zeros((), device=dev)
     for t in range(steps + 1):
-        P = A @ Zt                                   # (K, r, N): the LoRA feature A z
-        E = scaling * (B @ P) - Y                    # (K, n, N): output error
-        Lk = 0.5 * E.square().mean(dim=(1, 2)) / L0  # (K,) relative loss
+        P = A @ Zrt                                              # (K, r, m): the LoRA feature A z
+        Bt, Pd = B.transpose(1, 2).double(), P.double()
+        G = Bt @ Bt.transpose(1, 2)                              # (K, r, r)  B^T B
+        PPt = Pd @ Pd.transpose(1, 2)                            # (K, r, r)  P P^T
+        BtY = Bt @ Yr64                                          # (K, r, m)  B^T Yr
+        sq = (scaling ** 2 * (G * PPt).sum((1, 2)) - 2 * scaling * (BtY * Pd).sum((1, 2)) + y2)
+        Lk = (0.5 * sq.clamp_min(0) / (n * N) / L0).float()     # (K,) loss relative to step 0
         bad = alive & (~torch.isfinite(Lk) | (Lk > blowup))
         if bool(bad.any()):
             died[bad.cpu()] = t
             alive &= ~bad
             keep = alive.view(K, 1, 1)
-            A, B, P, E = (torch.where(keep, x, torch.zeros((), device=dev)) for x in (A, B, P, E))
+            A, B, P, G, PPt, BtY = (torch.where(keep, x, zero.to(x.dtype)) for x in (A, B, P, G, PPt, BtY))
             for st in (state_A, state_B):
-                st.m = torch.where(keep, st.m, torch.zeros((), device=dev))
-                st.v = torch.where(keep, st.v, torch.zeros((), device=dev))
+                st.m = torch.where(keep, st.m, zero)
+                st.v = torch.where(keep, st.v, zero)
         live = alive.cpu()
         loss[:, t] = torch.where(live, Lk.cpu(), torch.tensor(float("nan")))
-        feat[:, t] = torch.where(live, P.square().mean(dim=(1, 2)).sqrt().cpu(), torch.tensor(float("nan")))
+        feat[:, t] = torch.where(live, (P.square().sum((1, 2)) / (rank * N)).sqrt().cpu(), torch.tensor(float("nan")))
         if t == steps:
             break
-        gB = norm * (E @ P.transpose(1, 2))                 # (K, n, r)
-        gA = norm * ((B.transpose(1, 2) @ E) @ Z)           # (K, r, n)
+        gB = norm * (scaling * (B @ PPt.float()) - Yr @ P.transpose(1, 2))       # s E P^T / (nN): (K, n, r)
+        gA = norm * ((scaling * (G.float() @ P) - BtY.float()) @ Zr)            # s B^T E Z / (nN): (K, r, n)
         rate_A, rate_B = lr_A * alive, lr_B * alive
         if optimizer == "adam":
             A = batched_adam_step(A, gA, state_A, rate_A)
