@@ -61,6 +61,7 @@ from typing import Sequence
 
 import torch
 
+from ._validate import positive_int
 from .env import get_device, get_scale
 
 __all__ = [
@@ -155,10 +156,7 @@ def power_law_task(modes: int, p: float, q: float, device: torch.device | str | 
     The paper's exponents ``alpha, beta`` are our ``p, q``. Returns float64 tensors of shape
     ``(modes,)``; the noiseless test MSE of the zero predictor is ``||v||^2 = 1``.
     """
-    if isinstance(modes, bool) or not isinstance(modes, int):
-        raise TypeError(f"modes must be an int, got {type(modes).__name__}")
-    if modes < 1:
-        raise ValueError(f"modes must be >= 1, got {modes}")
+    positive_int(modes, "modes")
     for name, value in (("p", p), ("q", q)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
             raise ValueError(f"{name} must be a positive finite exponent, got {value!r}")
@@ -403,7 +401,7 @@ def rf_theory(eigvals: ArrayLike, coeffs: ArrayLike, n: ArrayLike, k: ArrayLike,
 # --------------------------------------------------------------------------- optimal ridge
 
 
-def default_ridges(low: float = -6.0, high: float = 2.0, num: int = 65) -> torch.Tensor:
+def default_ridges(low: float = -6.0, high: float = 2.0, num: int = 41) -> torch.Tensor:
     """The ridge grid of the optimal-ridge search: ``0`` followed by ``logspace(low, high, num)``."""
     return torch.cat([torch.zeros(1, dtype=torch.float64), torch.logspace(low, high, num, dtype=torch.float64)])
 
@@ -526,8 +524,7 @@ def simulate(eigvals: ArrayLike, coeffs: ArrayLike, ns: Sequence[int] | int, ks:
     lam, v = _check_task(eigvals, coeffs)
     sigma2 = float(_check_nonneg(noise, "noise"))
     ns_l, ks_l = _check_sizes(ns, "ns", False), _check_sizes(ks, "ks", True)
-    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
-        raise ValueError(f"trials must be a positive int, got {trials!r}")
+    positive_int(trials, "trials")
     grid = _check_nonneg(ridges, "ridges").flatten()
     dev = get_device() if device is None else torch.device(device)
     lam, v, grid = lam.to(dev), v.to(dev), grid.to(dev)
@@ -578,8 +575,7 @@ def relu_features(x: torch.Tensor, k: int, seed: int = 0, weights: torch.Tensor 
     if not isinstance(x, torch.Tensor) or x.ndim != 2:
         raise ValueError(f"x must be a 2-D tensor of inputs (N, d), got {type(x).__name__}"
                          f"{'' if not isinstance(x, torch.Tensor) else ' of shape ' + str(tuple(x.shape))}")
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive int (the number of features), got {k!r}")
+    positive_int(k, "k")
     d = x.shape[1]
     if weights is None:
         weights = torch.randn(k, d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).to(x.device)
@@ -652,6 +648,7 @@ def simulate_pool(x: torch.Tensor, y: torch.Tensor, n: int, ks: Sequence[Number]
     if n >= x.shape[0]:
         raise ValueError(f"n must be smaller than the pool ({x.shape[0]} points), got {n}")
     ks_l = _check_sizes(ks, "ks", True)
+    positive_int(trials, "trials")
     grid = _check_nonneg(ridges, "ridges").flatten().to(x.device)
     gen = torch.Generator().manual_seed(seed)
     x, y = x.double(), y.double()

@@ -101,7 +101,6 @@ def check_symmetric_step(step_fn: Callable[..., Any], seed: int = 0) -> None:
             "not 2 G X": X - lr * 2 * G @ X,
             "the loss has a 1/(2m): divide the adjoint by m": X - lr * m * (G + G.T) @ X,
             "a gradient step goes downhill: X - lr * gradient": X + lr * (G + G.T) @ X,
-            "the gradient of ||XX^T - M||^2 has X on the right: (G + G^T) X": X - lr * (G + G.T) @ X @ (X.T @ X),
         }
         actual = call(step_fn, case, "symmetric_gd_step", "X is (n, r); M = X @ X.T is (n, n); the step is "
                                                           "(n, n) @ (n, r)")
@@ -128,10 +127,12 @@ def check_asymmetric_step(step_fn: Callable[..., Any], seed: int = 0) -> None:
         hints = {
             "update both factors from the *same* old (B, A): the new A uses the old B (simultaneous, "
             "not alternating, descent)": (B_seq, A - lr * B_seq.T @ G),
-            "the gradient of A is B^T G (an r x n2 matrix), not B^T G^T": (B_seq, A - lr * B.T @ G.T),
-            "the gradient of B is G A^T (an n1 x r matrix), not G^T A^T": (B - lr * G.T @ A.T, A - lr * B.T @ G),
             "the loss has a 1/(2m): divide the adjoint by m": (B - lr * m * G @ A.T, A - lr * m * B.T @ G),
         }
+        if n1 == n2:  # transposing G only type-checks for square matrices
+            hints["the gradient of A is B^T G (an r x n2 matrix), not B^T G^T"] = (B_seq, A - lr * B.T @ G.T)
+            hints["the gradient of B is G A^T (an n1 x r matrix), not G^T A^T"] = (B - lr * G.T @ A.T,
+                                                                                   A - lr * B.T @ G)
         actual = call(step_fn, case, "asymmetric_gd_step", "B is (n1, r), A is (r, n2), G is (n1, n2): "
                                                            "grad_B = G A^T, grad_A = B^T G")
         if not (isinstance(actual, tuple) and len(actual) == 2):
