@@ -114,6 +114,19 @@ def check_init_pair(fn: Callable[..., Any], seed: int = 0) -> None:
                             f"(= bound / sqrt(3))",
                      hint=f"the bound is 1/sqrt(fan_in) with fan_in = {rand_name}.shape[1] = {fan_in} "
                           f"(for B that is the rank r, not out_features); kaiming_uniform_ gets it right")
+    case = {"rank": 2, "in_features": 4, "out_features": 3, "init": "gaussian"}
+    try:
+        out = fn(**case)
+    except NotImplementedError:
+        raise
+    except ValueError:
+        pass
+    except Exception as e:  # the learner's code failed in another way
+        fail(f"{name} raised {type(e).__name__}: {e}", case=case,
+             hint="an unknown init is a bad input: raise ValueError naming the allowed values 'A' and 'B'")
+    else:
+        fail(f"{name} accepted an unknown init", case=case, actual=out,
+             hint="raise ValueError(f\"init must be 'A' or 'B', got {init!r}\") for any other value")
     passed(name)
 
 
@@ -125,8 +138,8 @@ def _stable_cases(gen: torch.Generator) -> list[dict[str, Any]]:
     F, T = False, True
     cases = [
         {"lrs": lrs, "diverged": np.array([[F], [F], [F], [T], [T], [T]])},                       # one seed
-        {"lrs": lrs, "diverged": np.array([[F, F], [F, F], [F, T], [F, F], [T, T], [T, T]])},   # one seed fails early
         {"lrs": lrs, "diverged": np.array([[F], [F], [T], [F], [T], [T]])},                       # a lucky stable rate
+        {"lrs": lrs, "diverged": np.array([[F, F], [F, F], [F, T], [F, F], [T, T], [T, T]])},   # one seed fails early
         {"lrs": lrs, "diverged": np.zeros((6, 3), dtype=bool)},                                   # never diverges
         {"lrs": lrs, "diverged": np.array([[T, F], [T, T], [T, T], [T, T], [T, T], [T, T]])},   # even the smallest
     ]
