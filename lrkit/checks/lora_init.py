@@ -114,7 +114,7 @@ def check_init_pair(fn: Callable[..., Any], seed: int = 0) -> None:
                             f"(= bound / sqrt(3))",
                      hint=f"the bound is 1/sqrt(fan_in) with fan_in = {rand_name}.shape[1] = {fan_in} "
                           f"(for B that is the rank r, not out_features); kaiming_uniform_ gets it right")
-    case = {"rank": 2, "in_features": 4, "out_features": 3, "init": "gaussian"}
+    case = {"rank": 2, "in_features": 4, "out_features": 3, "init": "C"}
     try:
         out = fn(**case)
     except NotImplementedError:
