@@ -52,9 +52,9 @@ def _without_markers(source: str) -> str:
     return "\n".join(ln for i, ln in enumerate(lines) if i not in drop and not ln.strip().startswith("# HINT:"))
 
 
-def student_copy() -> NotebookNode:
+def student_copy(solution_nb: Path = SOLUTION_NB) -> NotebookNode:
     """The exercise notebook, every exercise solved with the solution's code."""
-    solution, exercise = read_notebook(SOLUTION_NB), generate_exercise(read_notebook(SOLUTION_NB))
+    solution, exercise = read_notebook(solution_nb), generate_exercise(read_notebook(solution_nb))
     for sol_cell, ex_cell in zip(solution.cells, exercise.cells):
         if ex_cell.cell_type == "code" and ex_cell.source != sol_cell.source and SOLUTION[0] in sol_cell.source:
             ex_cell.source = _without_markers(sol_cell.source)

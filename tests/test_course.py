@@ -180,6 +180,17 @@ def test_leaks_are_found_in_text_and_in_highlighted_html(tmp_path: Path) -> None
     assert course.main(args) == 0
 
 
+
+def test_what_a_hint_quotes_is_public_but_the_rest_of_the_solution_is_not() -> None:
+    src = ("def f(x):\n    ### BEGIN SOLUTION\n    # HINT: start with y_value = helper(x)\n"
+           "    y_value = helper(x)\n    return y_value * secret_constant\n    ### END SOLUTION")
+    solution = new_notebook(cells=[new_code_cell(src, id="ex1", metadata={"nbgrader": SOLVED}),
+                                   new_code_cell(CHECK_SRC, id="ex1_check", metadata={"nbgrader": GRADED})])
+    exercise = course.notebook_text(course.generate_exercise(solution))
+    assert "y_value = helper(x)" in exercise  # quoted by the hint, on purpose
+    assert leaked_solution_lines(solution, exercise) == []
+    assert leaked_solution_lines(solution, "return y_value * secret_constant") == ["return y_value * secret_constant"]
+
 # --------------------------------------------------------------------------- putting a submission together
 
 

@@ -1,7 +1,14 @@
-"""Chapter 1's exercises: the stubs fail every check, the solution passes, planted mistakes are caught.
+"""Every chapter's exercises: stubs fail every check, solutions pass, planted mistakes are caught.
 
-Planted mistakes are edits of the solution's own code, run in this process (fast); the same
-cells with the visible checks disabled show that the hidden tests alone catch them too.
+One protocol for all chapters (the list is ``planted.CHAPTERS``):
+
+* as handed out, every graded check fails with the stub's ``NotImplementedError`` and every
+  other cell runs; the solution passes every check; nbval (the learners' self-check) reports
+  one failure per unfinished exercise;
+* ``exercises/`` is what the generator writes, with no solution or hidden test in it;
+* each planted mistake (an edit of the solution's own code, run in this process) fails the
+  visible check with a teaching message, and fails the plain hidden asserts even when every
+  check and the hidden tests' ``importlib.reload`` are defeated.
 """
 
 from __future__ import annotations
@@ -9,87 +16,146 @@ from __future__ import annotations
 import importlib
 import subprocess
 import sys
+from pathlib import Path
+from types import ModuleType
 from typing import Iterator
 
 import pytest
+from nbformat import NotebookNode
 
 import lrkit.checks
-from course_helpers import EXERCISE_NB, PLANTED, ROOT, SOLUTION_NB, cell, replace, run_in_process, student_copy
+from course_helpers import ROOT, cell, replace, run_in_process, student_copy
 from lrkit import course
 from lrkit.course import execute_cells, read_notebook
+from planted import CHAPTERS
 
-GRADED_IDS = [course.cell_key(c) for c in read_notebook(SOLUTION_NB).cells if course.is_graded_cell(c)]
+PLANTED = [(chapter, *p) for chapter, (_, _, planted) in CHAPTERS.items() for p in planted]
+PLANTED_IDS = [f"{p[0][:2]}:{p[2]}:{p[4][:30]}" for p in PLANTED]
+
+
+def solution_nb(chapter: str) -> Path:
+    return ROOT / "solutions" / f"{chapter}.ipynb"
+
+
+def exercise_nb(chapter: str) -> Path:
+    return ROOT / "exercises" / f"{chapter}.ipynb"
+
+
+def graded_ids(chapter: str) -> list[str]:
+    return [course.cell_key(c) for c in read_notebook(solution_nb(chapter)).cells if course.is_graded_cell(c)]
+
+
+def checks_module(chapter: str) -> ModuleType:
+    return importlib.import_module(CHAPTERS[chapter][0])
+
+
+def solved(chapter: str) -> NotebookNode:
+    return student_copy(solution_nb(chapter))
 
 
 @pytest.fixture
 def pristine_checks() -> Iterator[None]:
-    """Hidden tests reload lrkit.checks; put the original module contents back afterwards."""
-    saved = dict(vars(lrkit.checks))
+    """Hidden tests reload the checks modules; put their original contents back afterwards."""
+    modules = [checks_module(ch) for ch in CHAPTERS]
+    saved = [dict(vars(m)) for m in modules]
     yield
-    vars(lrkit.checks).clear()
-    vars(lrkit.checks).update(saved)
+    for m, s in zip(modules, saved):
+        vars(m).clear()
+        vars(m).update(s)
 
 
-def test_the_notebook_tells_learners_how_to_check_themselves() -> None:
-    nb = read_notebook(EXERCISE_NB)
-    assert "pytest --nbval-lax exercises/01_lora.ipynb" in nb.cells[0].source
+def test_every_solution_notebook_is_covered() -> None:
+    assert sorted(p.stem for p in (ROOT / "solutions").glob("*.ipynb")) == sorted(CHAPTERS)
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_the_notebook_tells_learners_how_to_check_themselves(chapter: str) -> None:
+    nb = read_notebook(exercise_nb(chapter))
+    assert f"pytest --nbval-lax exercises/{chapter}.ipynb" in nb.cells[0].source
     install = next(c for c in nb.cells if c.cell_type == "code")
     assert install.metadata.get("tags") == ["hide-input"] and 'find_spec("lrkit")' in install.source
     points = [course.nbgrader(c)["points"] for c in nb.cells if course.is_graded_cell(c)]
-    assert len(points) >= 4 and sum(points) == 12
+    assert len(points) >= (4 if chapter == "01_lora" else 3) and sum(points) == CHAPTERS[chapter][1]
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_exercises_are_up_to_date_and_leak_nothing(chapter: str) -> None:
+    generated = course.notebook_text(course.generate_exercise(read_notebook(solution_nb(chapter))))
+    assert exercise_nb(chapter).read_text(encoding="utf-8") == generated, "run python -m lrkit.course make-exercises"
+    assert "BEGIN SOLUTION" not in generated and "HIDDEN TESTS" not in generated and "_il.reload" not in generated
+    assert course.leaked_solution_lines(read_notebook(solution_nb(chapter)), generated) == []
 
 
 @pytest.mark.slow
-def test_as_handed_out_every_check_fails_with_not_implemented() -> None:
-    nb = read_notebook(EXERCISE_NB)
-    records = {r.key: r for r in execute_cells(nb, timeout=120, cell_timeout=60, cwd=str(ROOT / "exercises"))}
-    for key, r in records.items():
-        if key in GRADED_IDS:
-            assert r.status == "error" and r.message.startswith("NotImplementedError: replace this line"), r
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_as_handed_out_every_check_fails_with_not_implemented(chapter: str) -> None:
+    records = execute_cells(read_notebook(exercise_nb(chapter)), timeout=180, cell_timeout=90,
+                            cwd=str(ROOT / "exercises"))
+    ids = graded_ids(chapter)
+    assert {r.key for r in records} >= set(ids)
+    for r in records:
+        if r.key in ids:
+            assert r.status == "error" and r.message.startswith("NotImplementedError:"), r
         else:
             assert r.ok, r
 
 
 @pytest.mark.slow
-def test_the_solution_passes_every_check() -> None:
-    records = execute_cells(read_notebook(SOLUTION_NB), timeout=120, cell_timeout=60, cwd=str(ROOT / "solutions"))
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_the_solution_passes_every_check(chapter: str) -> None:
+    records = execute_cells(read_notebook(solution_nb(chapter)), timeout=180, cell_timeout=90,
+                            cwd=str(ROOT / "solutions"))
     assert [r for r in records if not r.ok] == []
-    assert {r.key for r in records} >= set(GRADED_IDS)
+    assert {r.key for r in records} >= set(graded_ids(chapter))
 
 
 @pytest.mark.slow
-def test_nbval_self_check_reports_each_unfinished_exercise() -> None:
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_nbval_self_check_reports_each_unfinished_exercise(chapter: str) -> None:
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
-                           str(EXERCISE_NB)], capture_output=True, text=True, cwd=ROOT, timeout=300)
+                           str(exercise_nb(chapter))], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert proc.returncode == 1, proc.stdout[-3000:]
-    assert f"{len(GRADED_IDS)} failed" in proc.stdout and "NotImplementedError" in proc.stdout, proc.stdout[-3000:]
+    assert f"{len(graded_ids(chapter))} failed" in proc.stdout and "NotImplementedError" in proc.stdout
 
 
-def test_the_solved_student_copy_passes_in_process(pristine_checks: None) -> None:
-    nb = student_copy()
-    for grade_id in GRADED_IDS:
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_the_solved_student_copy_passes_in_process(chapter: str, pristine_checks: None) -> None:
+    nb = solved(chapter)
+    for grade_id in graded_ids(chapter):
         ns = run_in_process(nb, grade_id)
-        exec(cell(read_notebook(SOLUTION_NB), grade_id).source, ns)  # visible checks and hidden tests
+        exec(cell(read_notebook(solution_nb(chapter)), grade_id).source, ns)  # visible checks and hidden tests
 
 
-@pytest.mark.parametrize("grade_id,key,old,new", PLANTED, ids=[f"{p[1]}:{p[3][:30]}" for p in PLANTED])
-def test_planted_mistakes_fail_the_visible_check(grade_id: str, key: str, old: str, new: str) -> None:
-    nb = replace(student_copy(), key, old, new)
+@pytest.mark.parametrize("chapter,grade_id,key,old,new", PLANTED, ids=PLANTED_IDS)
+def test_planted_mistakes_fail_the_visible_check(chapter: str, grade_id: str, key: str, old: str, new: str,
+                                                 pristine_checks: None) -> None:
+    nb = replace(solved(chapter), key, old, new)
     ns = run_in_process(nb, grade_id)
     with pytest.raises(AssertionError) as info:
         exec(cell(nb, grade_id).source, ns)
     assert type(info.value).__name__ == "CheckFailed" and "hint:" in str(info.value)
 
 
-@pytest.mark.parametrize("grade_id,key,old,new", PLANTED, ids=[f"{p[1]}:{p[3][:30]}" for p in PLANTED])
+@pytest.mark.parametrize("chapter,grade_id,key,old,new", PLANTED, ids=PLANTED_IDS)
 def test_planted_mistakes_fail_the_plain_hidden_asserts_even_with_every_check_defeated(
-        grade_id: str, key: str, old: str, new: str, pristine_checks: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    nb = replace(student_copy(), key, old, new)
+        chapter: str, grade_id: str, key: str, old: str, new: str, pristine_checks: None,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    nb = replace(solved(chapter), key, old, new)
     ns = run_in_process(nb, grade_id)
-    for name in dir(lrkit.checks):
-        if name.startswith("check_"):
-            monkeypatch.setattr(lrkit.checks, name, lambda *args, **kwargs: None)
+    for module in {lrkit.checks, checks_module(chapter)}:
+        for name in dir(module):
+            if name.startswith("check_"):
+                monkeypatch.setattr(module, name, lambda *args, **kwargs: None)
     monkeypatch.setattr(importlib, "reload", lambda module: module)  # the hidden tests' reload is defeated too
     with pytest.raises(Exception) as info:  # a plain assert, or the learner's own error on the hand example
-        exec(cell(read_notebook(SOLUTION_NB), grade_id).source, ns)
-    assert isinstance(info.value, (AssertionError, RuntimeError)) and "CheckFailed" not in type(info.value).__name__
+        exec(cell(read_notebook(solution_nb(chapter)), grade_id).source, ns)
+    assert isinstance(info.value, (AssertionError, RuntimeError)) and type(info.value).__name__ != "CheckFailed"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_every_planted_mistake_is_a_real_edit_of_the_solution(chapter: str) -> None:
+    nb, ids = solved(chapter), graded_ids(chapter)
+    planted = CHAPTERS[chapter][2]
+    assert {p[0] for p in planted} == set(ids), "every graded exercise needs at least one planted mistake"
+    for grade_id, key, old, _ in planted:
+        assert old in cell(nb, key).source

@@ -25,8 +25,9 @@ def _plain_text(text: str) -> str:
 
 
 def secret_lines(solution: NotebookNode) -> list[str]:
-    """Distinctive lines of solution regions and hidden tests (normalised), excluding hints and markers."""
-    secret, public = [], set()
+    """Distinctive lines of solution regions and hidden tests (normalised), excluding hints, what hints
+    quote, and markers."""
+    secret, public, hints = [], set(), []
     for cell in solution.cells:
         lines = cell.source.split("\n")
         inside = set()
@@ -37,9 +38,12 @@ def secret_lines(solution: NotebookNode) -> list[str]:
             norm = _normalise(line)
             if i not in inside:
                 public.add(norm)
-            elif len(norm) >= MIN_LEAK_CHARS and not norm.startswith(HINT_PREFIX):
+            elif norm.startswith(HINT_PREFIX):
+                hints.append(norm)
+            elif len(norm) >= MIN_LEAK_CHARS:
                 secret.append(norm)
-    return list(dict.fromkeys(s for s in secret if s not in public))
+    # what a hint quotes on purpose is public: the stub's message shows it to learners
+    return list(dict.fromkeys(s for s in secret if s not in public and not any(s in h for h in hints)))
 
 
 def leaked_solution_lines(solution: NotebookNode, text: str) -> list[str]:
