@@ -29,3 +29,13 @@ def choice(value: object, name: str, allowed: Sequence[str]) -> str:
     if value not in allowed:
         raise ValueError(f"{name} must be one of {tuple(allowed)}, got {value!r}")
     return str(value)
+
+
+def broadcast(values: object, n: int, name: str) -> list:
+    """One value repeated ``n`` times, or a sequence of exactly ``n`` values (one per configuration)."""
+    if isinstance(values, (str, bytes, int, float)) or values is None or not hasattr(values, "__iter__"):
+        return [values] * n
+    vals = list(values)  # type: ignore[call-overload]
+    if len(vals) != n:
+        raise ValueError(f"{name} must be one value or a list of {n} (one per configuration), got {len(vals)}")
+    return vals

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import os
 import random
-from typing import Literal
+from contextlib import contextmanager
+from typing import Iterator, Literal
 
 import numpy as np
 import torch
@@ -80,3 +81,23 @@ def describe_env() -> str:
     dev = get_device()
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else dev.type
     return f"lrkit: device={name}, scale={get_scale()} (LRKIT_SCALE), torch={torch.__version__}"
+
+
+@contextmanager
+def few_threads(device: torch.device, work: float = 0.0, limit: float = 20_000_000) -> Iterator[None]:
+    """On the CPU, run a block of small kernels on one thread, then restore the setting.
+
+    Batched sweeps run thousands of small matrix products per second; OpenMP threads gain
+    little on them and, when the cores are shared, spin-waiting threads made our sweeps 7 to
+    100x slower (bench/bench_sweep.py). ``work`` (multiply-adds per step) above ``limit`` keeps
+    the threads; on a GPU nothing changes.
+    """
+    if device.type != "cpu" or work > limit:
+        yield
+        return
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)

@@ -46,15 +46,14 @@ from __future__ import annotations
 
 import math
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator, Literal, Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 import torch
 
-from .env import get_device, get_scale
-from ._validate import choice, positive_float, positive_int
+from .env import few_threads, get_device, get_scale
+from ._validate import broadcast, choice, positive_float, positive_int
 
 Parameterisation = Literal["symmetric", "asymmetric"]
 PARAMETERISATIONS: tuple[str, ...] = ("symmetric", "asymmetric")
@@ -338,31 +337,6 @@ class SensingRun:
         return self.error[:, -1]
 
 
-def _broadcast(values: object, n: int, name: str) -> list:
-    vals = list(values) if isinstance(values, (list, tuple)) else [values] * n
-    if len(vals) != n:
-        raise ValueError(f"{name} must be one value or a list of {n} (one per configuration), got {len(vals)}")
-    return vals
-
-
-@contextmanager
-def _few_threads(device: torch.device, work: int) -> Iterator[None]:
-    """On the CPU, run small per-step work (``work`` multiply-adds) on one thread.
-
-    Each step is a handful of tiny matrix products; with several threads their start-up and
-    barriers cost more than the arithmetic (10x slower on a busy 2-core machine).
-    """
-    if device.type != "cpu" or work > 20_000_000:
-        yield
-        return
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(saved)
-
-
 def run_sweep(problem: SensingProblem, parameterisation: str, ranks: Sequence[int] | int,
               omegas: Sequence[float] | float, seeds: Sequence[int] | int = 0, lr: float = 0.1,
               steps: int = 1000, num_records: int = 200, a_ratio: float = A_RATIO,
@@ -390,10 +364,10 @@ def run_sweep(problem: SensingProblem, parameterisation: str, ranks: Sequence[in
     if rebalance_floor is not None:
         positive_float(rebalance_floor, "rebalance_floor")
     n_cfg = max(len(v) if isinstance(v, (list, tuple)) else 1 for v in (ranks, omegas, seeds, rebalance_once))
-    R = [_check_rank(r, problem) for r in _broadcast(ranks, n_cfg, "ranks")]
-    W = [positive_float(w, "omegas") for w in _broadcast(omegas, n_cfg, "omegas")]
-    S = _broadcast(seeds, n_cfg, "seeds")
-    flags = [bool(f) for f in _broadcast(rebalance_once, n_cfg, "rebalance_once")]
+    R = [_check_rank(r, problem) for r in broadcast(ranks, n_cfg, "ranks")]
+    W = [positive_float(w, "omegas") for w in broadcast(omegas, n_cfg, "omegas")]
+    S = broadcast(seeds, n_cfg, "seeds")
+    flags = [bool(f) for f in broadcast(rebalance_once, n_cfg, "rebalance_once")]
     if any(flags) and parameterisation != "asymmetric":
         raise ValueError("rebalance_once applies to parameterisation='asymmetric' only")
     r_max, dev = max(R), problem.M_star.device
@@ -415,7 +389,7 @@ def run_sweep(problem: SensingProblem, parameterisation: str, ranks: Sequence[in
     diverged = torch.zeros(n_cfg, dtype=torch.bool, device=dev)
     pending = torch.tensor(flags, dtype=torch.bool, device=dev)
     rebalanced_at = torch.full((n_cfg,), -1, dtype=torch.long, device=dev)
-    with _few_threads(dev, n_cfg * (problem.n1 * problem.n2) ** 2):
+    with few_threads(dev, n_cfg * (problem.n1 * problem.n2) ** 2):
         B, A, rebalanced_at = _descend(problem, parameterisation, B, A, lr, steps, record, errors, diverged,
                                        pending, rebalanced_at, active, rebalance_below, rebalance_floor, blowup)
     return SensingRun(parameterisation, lr, R, W, [int(s) for s in S], grid, errors.cpu(), diverged.cpu(),

@@ -49,9 +49,9 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from .env import get_device, get_scale
+from .env import few_threads, get_device, get_scale
 from .init import INIT_SCHEMES, init_lora_
-from ._validate import positive_float, positive_int
+from ._validate import broadcast, positive_float, positive_int
 from .optim import AdamState, batched_adam_step, batched_sgd_step
 
 OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
@@ -134,15 +134,6 @@ def factor2_grid(low: float, high: float) -> list[float]:
     if low > high:
         raise ValueError(f"low must not exceed high, got low={low}, high={high}")
     return [2.0 ** k for k in range(math.ceil(math.log2(low) - 1e-9), math.floor(math.log2(high) + 1e-9) + 1)]
-
-
-def _broadcast(value: Any, K: int, name: str) -> list[Any]:
-    if isinstance(value, (str, int, float)) or value is None:
-        return [value] * K
-    values = list(value)
-    if len(values) != K:
-        raise ValueError(f"{name} must be one value or hold K = {K} values (as eta_A does), got {len(values)}")
-    return values
 
 
 @dataclass
@@ -229,12 +220,12 @@ def run_lora_sweep(task: LoRATask, eta_A: float | Sequence[float], eta_B: float 
     if K == 0:
         raise ValueError("eta_A must be a learning rate or a non-empty sequence of them")
     etas_A = [positive_float(v, "eta_A") for v in etas_A]
-    etas_B = etas_A if eta_B is None else [positive_float(v, "eta_B") for v in _broadcast(eta_B, K, "eta_B")]
-    inits = _broadcast(init, K, "init")
+    etas_B = etas_A if eta_B is None else [positive_float(v, "eta_B") for v in broadcast(eta_B, K, "eta_B")]
+    inits = broadcast(init, K, "init")
     for name in set(inits):
         if name not in SWEEP_INITS:
             raise ValueError(f"init must be one of {list(SWEEP_INITS)}, got {name!r}")
-    seeds = _broadcast(seed, K, "seed")
+    seeds = broadcast(seed, K, "seed")
     for s in seeds:
         if isinstance(s, bool) or not isinstance(s, int) or s < 0:
             raise ValueError(f"seed must be a non-negative int (or K of them), got {s!r}")
@@ -249,26 +240,8 @@ def run_lora_sweep(task: LoRATask, eta_A: float | Sequence[float], eta_B: float 
     if isinstance(blowup, bool) or not isinstance(blowup, (int, float)) or not math.isfinite(blowup) or blowup <= 1:
         raise ValueError(f"blowup must be a finite number > 1, got {blowup!r}")
 
-    if task.Z.device.type == "cpu":  # see _one_thread
-        with _one_thread():
-            return _train(task, etas_A, etas_B, inits, seeds, rank, scaling, steps, optimizer, blowup, progress)
-    return _train(task, etas_A, etas_B, inits, seeds, rank, scaling, steps, optimizer, blowup, progress)
-
-
-class _one_thread:
-    """Run torch on one CPU thread inside the block, then restore the setting.
-
-    A sweep step is a few dozen small kernels (milliseconds each); OpenMP threads gain little
-    on them and, when the cores are shared with other processes, spin-waiting threads made
-    the same sweep up to 7x slower in our measurements (bench/bench_sweep.py).
-    """
-
-    def __enter__(self) -> None:
-        self.saved = torch.get_num_threads()
-        torch.set_num_threads(1)
-
-    def __exit__(self, *exc: object) -> None:
-        torch.set_num_threads(self.saved)
+    with few_threads(task.Z.device):
+        return _train(task, etas_A, etas_B, inits, seeds, rank, scaling, steps, optimizer, blowup, progress)
 
 
 def _train(task: LoRATask, etas_A: list[float], etas_B: list[float], inits: list[str], seeds: list[int],

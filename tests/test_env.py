@@ -44,3 +44,14 @@ def test_seeding_is_deterministic() -> None:
 def test_describe_env_names_device_and_scale() -> None:
     line = lrkit.describe_env()
     assert "device=" in line and "scale=" in line and torch.__version__ in line
+
+
+def test_few_threads_restores_the_setting() -> None:
+    from lrkit.env import few_threads
+
+    before = torch.get_num_threads()
+    with few_threads(torch.device("cpu")):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with few_threads(torch.device("cpu"), work=1e9):  # big work keeps every thread
+        assert torch.get_num_threads() == before

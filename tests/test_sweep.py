@@ -98,7 +98,7 @@ def test_divergence_is_marked_frozen_and_contained(task: sw.LoRATask) -> None:
     (dict(eta_A=[]), "eta_A must be"),
     (dict(eta_A=float("nan")), "eta_A must be a positive finite"),
     (dict(eta_A=-1.0), "eta_A must be a positive finite"),
-    (dict(eta_A=[0.1, 0.2], eta_B=[0.1]), "eta_B must be one value or hold K = 2"),
+    (dict(eta_A=[0.1, 0.2], eta_B=[0.1]), "eta_B must be one value or a list of 2"),
     (dict(eta_A=0.1, init="pissa"), "init must be one of"),
     (dict(eta_A=0.1, init="C"), "init must be one of"),
     (dict(eta_A=0.1, seed=-1), "seed must be a non-negative int"),
