@@ -2,14 +2,20 @@
 
 One module per idea; each chapter imports the module named after it:
 
-* :mod:`lrkit.env`      device, seeding and the ``LRKIT_SCALE`` knob
-* :mod:`lrkit.lora`     ``LoRALinear`` and adapters on whole models (PEFT semantics)
-* :mod:`lrkit.init`     LoRA initialisation schemes: "A", "B", "gaussian", "pissa"
-* :mod:`lrkit.spectra`  spectra of weight updates, rank for a share of energy
-* :mod:`lrkit.finetune` student-teacher fine-tuning tasks (Chapter 1)
-* :mod:`lrkit.plot`     theory as lines, experiments as markers
-* :mod:`lrkit.checks`   checks that exercises and claim cells call
-* :mod:`lrkit.course`   exercises from solutions, grading (``python -m lrkit.course``)
+* :mod:`lrkit.env`         device, seeding, the ``LRKIT_SCALE`` knob, CPU threads
+* :mod:`lrkit.lora`        ``LoRALinear`` and adapters on whole models (PEFT semantics)
+* :mod:`lrkit.init`        LoRA initialisation schemes: "A", "B", "gaussian", "pissa"
+* :mod:`lrkit.spectra`     spectra of weight updates, rank for a share of energy
+* :mod:`lrkit.finetune`    student-teacher fine-tuning tasks, rsLoRA sweeps (Chapter 1)
+* :mod:`lrkit.deep_linear` Saxe et al.'s exact mode dynamics and simulations (Chapter 2)
+* :mod:`lrkit.ssm`         linear state-space models in the frequency domain (Chapter 3)
+* :mod:`lrkit.sensing`     matrix sensing and factorised gradient descent (Chapter 4)
+* :mod:`lrkit.sweep`       many LoRA configurations as one tensor program (Chapters 5, 6)
+* :mod:`lrkit.optim`       batched Adam/SGD steps and LoRA+ parameter groups (Chapters 5, 6)
+* :mod:`lrkit.rf`          random-feature ridge regression: theory and simulation (Chapter 7)
+* :mod:`lrkit.plot`        theory as lines, experiments as markers
+* :mod:`lrkit.checks`      checks that exercises call (one submodule per chapter)
+* :mod:`lrkit.course`      exercises from solutions, grading (``python -m lrkit.course``)
 """
 
 from .env import by_scale, describe_env, get_device, get_scale, seed_everything

@@ -42,6 +42,7 @@ from torch import nn
 from ._validate import choice, positive_float, positive_int
 from .env import get_device, get_scale
 from .lora import LoRALinear, add_lora, count_parameters
+from .optim import AdamState, batched_adam_step, batched_sgd_step
 
 
 Optimizer = Literal["sgd", "adam"]
@@ -431,7 +432,7 @@ def lora_linear_sweep(teacher: torch.Tensor, ranks: Sequence[int], rslora: Seque
     s = torch.tensor([alpha / math.sqrt(r) if f else alpha / r for r, f in zip(ranks, flags)],
                      device=dev).view(C, 1, 1)
     eta = torch.tensor(lrs, device=dev).view(C, 1, 1)
-    m_a, v_a, m_b, v_b = (torch.zeros_like(A), torch.zeros_like(A), torch.zeros_like(B), torch.zeros_like(B))
+    adam_a, adam_b = AdamState(A), AdamState(B)
     L0 = 0.5 * T.square().sum()
     loss = torch.full((C, steps + 1), float("nan"))
     dead = torch.zeros(C, dtype=torch.bool, device=dev)
@@ -444,23 +445,17 @@ def lora_linear_sweep(teacher: torch.Tensor, ranks: Sequence[int], rslora: Seque
             keep = (~dead).float().view(C, 1, 1)
             A, B = A * keep, B * keep
             A, B = torch.nan_to_num(A), torch.nan_to_num(B)
-            m_a, v_a, m_b, v_b = (torch.nan_to_num(z * keep) for z in (m_a, v_a, m_b, v_b))
+            for st in (adam_a, adam_b):
+                st.m, st.v = torch.nan_to_num(st.m * keep), torch.nan_to_num(st.v * keep)
             G = s * (B @ A) - T
         loss[:, t] = torch.where(dead, torch.nan, Lc).cpu()
         if t == steps:
             break
         gB = s * (G @ A.transpose(1, 2))
         gA = s * (B.transpose(1, 2) @ G)
+        rate = eta.flatten() * (~dead).float()  # frozen configurations take no step
         if optimizer == "sgd":
-            dA, dB = gA, gB
+            A, B = batched_sgd_step(A, gA, rate), batched_sgd_step(B, gB, rate)
         else:
-            b1, b2, eps = 0.9, 0.999, 1e-8
-            m_a, m_b = b1 * m_a + (1 - b1) * gA, b1 * m_b + (1 - b1) * gB
-            v_a, v_b = b2 * v_a + (1 - b2) * gA.square(), b2 * v_b + (1 - b2) * gB.square()
-            c1, c2 = 1 - b1 ** (t + 1), 1 - b2 ** (t + 1)
-            dA = (m_a / c1) / ((v_a / c2).sqrt() + eps)
-            dB = (m_b / c1) / ((v_b / c2).sqrt() + eps)
-        live = (~dead).float().view(C, 1, 1)
-        A = A - eta * live * dA
-        B = B - eta * live * dB
+            A, B = batched_adam_step(A, gA, adam_a, rate), batched_adam_step(B, gB, adam_b, rate)
     return LinearSweep(ranks, flags, s.flatten().cpu(), eta.flatten().cpu(), loss, dead.cpu())
