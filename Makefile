@@ -42,6 +42,7 @@ book: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/bench.py
+	$(PY) bench/bench_sweep.py
 
 clean:
 	rm -rf _build .pytest_cache
