@@ -48,6 +48,52 @@ PLANTED_04: Planted = [
      "np.polyfit(omegas, rates, 1)[0]"),
 ]
 
+# Chapters 5 and 6 share some texts
+CH5, CH6 = "05_lora_init", "06_lora_plus"
+KAIMING_B = "nn.init.kaiming_uniform_(B, a=math.sqrt(5))"
+NOT_FROZEN = "        if not p.requires_grad:\n            continue\n"
+POLYFIT = "np.polyfit(np.log(np.asarray(widths, dtype=float)), np.log(np.asarray(values, dtype=float)), 1)"
+
+_PLANTED_05_06: list[tuple[str, str, str, str, str]] = [
+    # Init[A] / Init[B]
+    (CH5, "init_pair_check", "init_pair", KAIMING_B, "nn.init.kaiming_uniform_(A, a=math.sqrt(5))"),  # B = Init[A]
+    (CH5, "init_pair_check", "init_pair", KAIMING_B, "B.zero_()"),                          # Init[B] with B zero
+    (CH5, "init_pair_check", "init_pair", KAIMING_B,                                        # B's fan from out
+     "nn.init.uniform_(B, -1 / math.sqrt(out_features), 1 / math.sqrt(out_features))"),
+    (CH5, "init_pair_check", "init_pair", "nn.init.kaiming_uniform_(A, a=math.sqrt(5))",
+     "nn.init.normal_(A, std=1 / math.sqrt(in_features))"),
+    # the largest stable rate
+    (CH5, "largest_stable_check", "largest_stable", ".any(axis=1)", ".all(axis=1)"),
+    (CH5, "largest_stable_check", "largest_stable", "return float(lrs[k])", "return float(lrs[stable].max())"),
+    (CH5, "largest_stable_check", "largest_stable", 'return float("nan")', "return float(lrs[0])"),
+    # the exponent
+    (CH5, "stability_exponent_check", "stability_exponent", "np.log(np.asarray(values, dtype=float))",
+     "np.asarray(values, dtype=float)"),                                                    # fitted on lr, not log lr
+    (CH5, "stability_exponent_check", "stability_exponent", POLYFIT,
+     "np.polyfit(np.log(np.asarray(values, dtype=float)), np.log(np.asarray(widths, dtype=float)), 1)"),
+    (CH5, "predicted_exponents_check", "predicted_exponents", '{"A": -0.5, "B": -1.0}', '{"A": -1.0, "B": -0.5}'),
+    (CH5, "predicted_exponents_check", "predicted_exponents", '{"A": -0.5, "B": -1.0}', '{"A": 0.5, "B": 1.0}'),
+    # LoRA+ groups
+    (CH6, "loraplus_groups_check", "loraplus_groups", '{"A": lr, "B": lr * ratio, "other": lr}',
+     '{"A": lr * ratio, "B": lr, "other": lr}'),                                            # ratio applied to A
+    (CH6, "loraplus_groups_check", "loraplus_groups", '"B": lr * ratio', '"B": lr / ratio'),
+    (CH6, "loraplus_groups_check", "loraplus_groups", '"other": lr}', '"other": lr * ratio}'),  # PEFT's bias rule
+    (CH6, "loraplus_groups_check", "loraplus_groups", NOT_FROZEN, ""),                      # frozen params included
+    # batched Adam
+    (CH6, "adam_step_check", "adam_step", "m_hat = m / (1 - b1 ** t)\n    v_hat = v / (1 - b2 ** t)",
+     "m_hat = m\n    v_hat = v"),
+    (CH6, "adam_step_check", "adam_step", "rate = lr.reshape((-1,) + (1,) * (param.ndim - 1))", "rate = lr.mean()"),
+    (CH6, "adam_step_check", "adam_step", "(v_hat.sqrt() + eps)", "(v_hat + eps).sqrt()"),
+    # the best ratio
+    (CH6, "best_ratio_check", "best_ratio", "float(eta_B[j] / eta_A[i])", "float(eta_A[i] / eta_B[j])"),
+    (CH6, "best_ratio_check", "best_ratio", "np.where(np.isnan(score), np.inf, np.asarray(score, dtype=float))"
+     ".mean(axis=-1)", "np.nanmean(np.asarray(score, dtype=float), axis=-1)"),
+    (CH6, "predicted_ratio_exponent_check", "predicted_ratio_exponent", "return 1.0", "return -1.0"),
+    (CH6, "predicted_ratio_exponent_check", "predicted_ratio_exponent", "return 1.0", "return 0.5"),
+]
+PLANTED_05: Planted = [p[1:] for p in _PLANTED_05_06 if p[0] == CH5]
+PLANTED_06: Planted = [p[1:] for p in _PLANTED_05_06 if p[0] == CH6]
+
 PLANTED_07: Planted = [
     ("kappa_check", "solve_kappa_bisect", "if lhs(mid) > n:", "if lhs(mid) < n:"),
     ("kappa_check", "solve_kappa_bisect", "+ ridge / kappa", "+ ridge * kappa"),
@@ -66,5 +112,7 @@ CHAPTERS: dict[str, tuple[str, int, Planted]] = {
     "02_deep_linear": ("lrkit.checks.deep_linear", 7, PLANTED_02),
     "03_ssm": ("lrkit.checks.ssm", 8, PLANTED_03),
     "04_matrix_sensing": ("lrkit.checks.sensing", 12, PLANTED_04),
+    "05_lora_init": ("lrkit.checks.lora_init", 8, PLANTED_05),
+    "06_lora_plus": ("lrkit.checks.lora_plus", 9, PLANTED_06),
     "07_random_features": ("lrkit.checks.rf", 10, PLANTED_07),
 }
