@@ -32,7 +32,8 @@ or exceeds ``blowup`` times its starting loss is *diverged*: it is frozen, marke
 it can neither crash the sweep nor leak into a fit.
 
 **Analysis helpers.** :func:`largest_stable_lr` and :func:`best_lr` per width,
-:func:`best_pair` for a two-rate grid, :func:`steps_to_reach` for speed-ups and
+:func:`best_pair` for a two-rate grid, :func:`best_eta_A_per_eta_B` for the valley of such a grid
+(the best ``eta_A`` in every ``eta_B`` column), :func:`steps_to_reach` for speed-ups and
 :func:`fit_exponent` for a power law across widths with its uncertainty.
 
 Tensors live on :func:`lrkit.get_device`; randomness comes from explicit seeds, so a
@@ -58,7 +59,7 @@ OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
 SWEEP_INITS: tuple[str, ...] = tuple(k for k in INIT_SCHEMES if k != "pissa")  # pissa needs a base weight
 
 __all__ = ["LoRATask", "lora_task", "SweepResult", "run_lora_sweep", "grid", "largest_stable_lr", "best_lr",
-           "best_pair", "steps_to_reach", "ExponentFit", "fit_exponent", "factor2_grid"]
+           "best_pair", "best_eta_A_per_eta_B", "steps_to_reach", "ExponentFit", "fit_exponent", "factor2_grid"]
 
 
 # --------------------------------------------------------------------------- the task
@@ -370,6 +371,31 @@ def best_pair(eta_A: Sequence[float] | np.ndarray, eta_B: Sequence[float] | np.n
         return float("nan"), float("nan"), float("inf")
     i, j = np.unravel_index(int(np.argmin(m)), m.shape)
     return float(a[i]), float(b[j]), float(m[i, j])
+
+
+def best_eta_A_per_eta_B(eta_A: Sequence[float] | np.ndarray, eta_B: Sequence[float] | np.ndarray,
+                         losses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The best ``eta_A`` at each fixed ``eta_B`` of a grid: the floor of the loss valley.
+
+    ``losses`` (LA, LB, S) or (LA, LB), NaN = diverged (a pair with a diverged seed is excluded).
+    Returns ``(eta_A_star, loss_star)``, both (LB,): ``eta_A_star[j]`` minimises the seed-mean
+    loss over ``eta_A`` in column ``eta_B[j]`` (:func:`best_lr` on that column), ``loss_star[j]``
+    its mean loss; NaN and +inf for a column where every pair diverged. Where the full-grid
+    minimum (:func:`best_pair`) lies on a nearly flat valley it can jump from one width to the
+    next; the valley's floor, one point per column, does not.
+    """
+    a, b = _lrs_array(eta_A, "eta_A"), _lrs_array(eta_B, "eta_B")
+    x = np.asarray(losses, dtype=float)
+    if x.ndim == 2:
+        x = x[..., None]
+    if x.ndim != 3 or x.shape[:2] != (a.size, b.size):
+        raise ValueError(f"losses must have shape (len(eta_A), len(eta_B), S) = ({a.size}, {b.size}, S), "
+                         f"got {x.shape}")
+    m = _mean_losses(x)                                        # (LA, LB), +inf where a seed diverged
+    i = np.argmin(m, axis=0)
+    loss_star = m[i, np.arange(b.size)]
+    eta_star = np.where(np.isfinite(loss_star), a[i], np.nan)
+    return eta_star, loss_star
 
 
 def steps_to_reach(curve: Sequence[float] | np.ndarray, target: float) -> int | None:

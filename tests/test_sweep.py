@@ -184,3 +184,23 @@ def test_progress_bar_is_optional(task: sw.LoRATask, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(builtins, "__import__", no_tqdm)
     res = sw.run_lora_sweep(task, 0.01, steps=3, progress=True)  # falls back silently
     assert res.loss.shape == (1, 4)
+
+
+def test_best_eta_A_per_eta_B_follows_the_valley_floor() -> None:
+    eta_A, eta_B = [1e-3, 1e-2, 1e-1], [0.1, 1.0]
+    # a valley eta_A * eta_B = 1e-2 with a flat floor: the column minima sit on it
+    L = np.array([[[0.9, 0.9], [0.2, 0.2]],
+                  [[0.2, 0.2], [0.5, 0.5]],
+                  [[0.6, 0.6], [0.8, 0.8]]])
+    star, loss = sw.best_eta_A_per_eta_B(eta_A, eta_B, L)
+    assert star.tolist() == [1e-2, 1e-3] and loss == pytest.approx([0.2, 0.2])
+    L[0, 1] = [0.05, np.nan]      # a diverged seed disqualifies the pair, even with a tempting score
+    L[:, 0] = np.nan              # a column where everything diverged
+    star, loss = sw.best_eta_A_per_eta_B(eta_A, eta_B, L)
+    assert math.isnan(star[0]) and loss[0] == math.inf
+    assert star[1] == 1e-2 and loss[1] == pytest.approx(0.5)
+    assert sw.best_eta_A_per_eta_B(eta_A, eta_B, L[..., 1])[0][1] == 1e-2      # (LA, LB) without seeds
+    with pytest.raises(ValueError, match="losses must have shape"):
+        sw.best_eta_A_per_eta_B(eta_A, eta_B, np.ones((2, 2, 1)))
+    with pytest.raises(ValueError, match="eta_B must be positive"):
+        sw.best_eta_A_per_eta_B(eta_A, [1.0, 0.1], L)
