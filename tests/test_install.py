@@ -50,3 +50,11 @@ def test_the_wheel_ships_every_module(tmp_path: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     expected = {str(p.relative_to(ROOT)) for p in (ROOT / "lrkit").rglob("*.py")}
     assert expected <= names, f"missing from the wheel: {sorted(expected - names)}"
+
+
+def test_install_cells_default_to_the_repository_named_in_config() -> None:
+    import yaml
+
+    url = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
+    for path in NOTEBOOKS:
+        assert f'"git+{url}"' in _install_cell(path), f"{path.name}: the install cell's default must be git+{url}"
