@@ -263,19 +263,25 @@ def learnabilities(eigvals: ArrayLike, kappa: float) -> torch.Tensor:
     return lam / (lam + float(kappa))
 
 
+class _FittingRatio:
+    """``fitting_ratio = train_mse / test_mse`` (for kernel ridge regression ``(delta / (n kappa))^2``)."""
+
+    train_mse: torch.Tensor
+    test_mse: torch.Tensor
+
+    @property
+    def fitting_ratio(self) -> torch.Tensor:
+        return self.train_mse / self.test_mse
+
+
 @dataclass
-class KRRTheory:
+class KRRTheory(_FittingRatio):
     """Kernel ridge regression predictions; every field has the broadcast shape of (n, ridge)."""
 
     kappa: torch.Tensor
     overfitting_coeff: torch.Tensor  # E0
     test_mse: torch.Tensor
     train_mse: torch.Tensor
-
-    @property
-    def fitting_ratio(self) -> torch.Tensor:
-        """Train MSE / test MSE ``= (delta / (n kappa))^2``."""
-        return self.train_mse / self.test_mse
 
 
 def _krr_flat(lam: torch.Tensor, v2: torch.Tensor, n: torch.Tensor, ridge: torch.Tensor, noise: torch.Tensor
@@ -311,7 +317,7 @@ def krr_theory(eigvals: ArrayLike, coeffs: ArrayLike, n: ArrayLike, ridge: Array
 
 
 @dataclass
-class RFTheory:
+class RFTheory(_FittingRatio):
     """Random-feature ridge regression predictions, broadcast shape of (n, k, ridge)."""
 
     kappa: torch.Tensor
@@ -319,11 +325,6 @@ class RFTheory:
     overfitting_coeff: torch.Tensor  # E0
     test_mse: torch.Tensor
     train_mse: torch.Tensor
-
-    @property
-    def fitting_ratio(self) -> torch.Tensor:
-        """Train MSE / test MSE."""
-        return self.train_mse / self.test_mse
 
 
 def _rf_flat(lam: torch.Tensor, v2: torch.Tensor, n: torch.Tensor, k: torch.Tensor, ridge: torch.Tensor,

@@ -356,9 +356,9 @@ def best_lr(lrs: Sequence[float] | np.ndarray, losses: np.ndarray) -> tuple[floa
     return float(a[i]), float(m[i])
 
 
-def best_pair(eta_A: Sequence[float] | np.ndarray, eta_B: Sequence[float] | np.ndarray,
-              losses: np.ndarray) -> tuple[float, float, float]:
-    """``(eta_A*, eta_B*, loss*)`` minimising the seed-mean loss on a grid; ``losses`` (LA, LB, S) or (LA, LB)."""
+def _grid_mean_losses(eta_A: Sequence[float] | np.ndarray, eta_B: Sequence[float] | np.ndarray,
+                      losses: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Checked ``(eta_A, eta_B, seed-mean losses (LA, LB))`` of a grid; ``losses`` (LA, LB, S) or (LA, LB)."""
     a, b = _lrs_array(eta_A, "eta_A"), _lrs_array(eta_B, "eta_B")
     x = np.asarray(losses, dtype=float)
     if x.ndim == 2:
@@ -366,7 +366,13 @@ def best_pair(eta_A: Sequence[float] | np.ndarray, eta_B: Sequence[float] | np.n
     if x.ndim != 3 or x.shape[:2] != (a.size, b.size):
         raise ValueError(f"losses must have shape (len(eta_A), len(eta_B), S) = ({a.size}, {b.size}, S), "
                          f"got {x.shape}")
-    m = _mean_losses(x)
+    return a, b, _mean_losses(x)
+
+
+def best_pair(eta_A: Sequence[float] | np.ndarray, eta_B: Sequence[float] | np.ndarray,
+              losses: np.ndarray) -> tuple[float, float, float]:
+    """``(eta_A*, eta_B*, loss*)`` minimising the seed-mean loss on a grid; ``losses`` (LA, LB, S) or (LA, LB)."""
+    a, b, m = _grid_mean_losses(eta_A, eta_B, losses)
     if not np.isfinite(m).any():
         return float("nan"), float("nan"), float("inf")
     i, j = np.unravel_index(int(np.argmin(m)), m.shape)
@@ -384,14 +390,7 @@ def best_eta_A_per_eta_B(eta_A: Sequence[float] | np.ndarray, eta_B: Sequence[fl
     minimum (:func:`best_pair`) lies on a nearly flat valley it can jump from one width to the
     next; the valley's floor, one point per column, does not.
     """
-    a, b = _lrs_array(eta_A, "eta_A"), _lrs_array(eta_B, "eta_B")
-    x = np.asarray(losses, dtype=float)
-    if x.ndim == 2:
-        x = x[..., None]
-    if x.ndim != 3 or x.shape[:2] != (a.size, b.size):
-        raise ValueError(f"losses must have shape (len(eta_A), len(eta_B), S) = ({a.size}, {b.size}, S), "
-                         f"got {x.shape}")
-    m = _mean_losses(x)                                        # (LA, LB), +inf where a seed diverged
+    a, b, m = _grid_mean_losses(eta_A, eta_B, losses)                                        # (LA, LB), +inf where a seed diverged
     i = np.argmin(m, axis=0)
     loss_star = m[i, np.arange(b.size)]
     eta_star = np.where(np.isfinite(loss_star), a[i], np.nan)
