@@ -39,3 +39,10 @@ def broadcast(values: object, n: int, name: str) -> list:
     if len(vals) != n:
         raise ValueError(f"{name} must be one value or a list of {n} (one per configuration), got {len(vals)}")
     return vals
+
+
+def check_seed(value: object, name: str = "seed") -> int:
+    """``value`` if it is a non-negative int, else a ``ValueError`` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+    return value

@@ -42,7 +42,7 @@ from typing import Sequence
 import torch
 
 from ._validate import positive_float, positive_int
-from .env import get_device, get_scale
+from .env import generator, get_device, resolve_scale
 
 __all__ = [
     "sizes", "saxe_trajectory", "learning_time", "deep_mode_trajectory", "deep_learning_time", "DeepLinearRun",
@@ -60,18 +60,16 @@ def sizes(scale: str | None = None) -> dict[str, object]:
     ``full``: Saxe et al.'s regime on a GPU: 32 hidden units, 1000-dimensional outputs, ``u0 = 1e-6``,
     16 seeds (strengths are a geometric ladder, not their hierarchical data set).
     """
-    scale = get_scale() if scale is None else scale
+    scale = resolve_scale(scale)
     if scale == "small":
         return dict(n_in=8, hidden=8, n_out=8, strengths=(5.0, 4.0, 3.0, 2.0, 1.0, 0.5, 0.0, 0.0), lr=1e-3,
                     steps=15000, u0=1e-3, seeds=4, random_scale=3e-3, random_steps=16000, lazy_hidden=1024,
                     lazy_scales=(1e-3, 1.0), lazy_lr=1e-2, lazy_steps=1600, depths=(2, 3, 4), depth_u0=1e-2,
                     depth_steps=10000)
-    if scale == "full":
-        ladder = tuple(float(5.0 * 0.8 ** i) for i in range(12)) + (0.0,) * 4
-        return dict(n_in=32, hidden=32, n_out=1000, strengths=ladder, lr=1e-3, steps=60000, u0=1e-6, seeds=16,
-                    random_scale=1e-3, random_steps=60000, lazy_hidden=4096, lazy_scales=(1e-3, 1.0), lazy_lr=1e-2,
-                    lazy_steps=6000, depths=(2, 3, 4, 6), depth_u0=1e-2, depth_steps=40000)
-    raise ValueError(f"scale must be one of ('small', 'full'), got {scale!r}")
+    ladder = tuple(float(5.0 * 0.8 ** i) for i in range(12)) + (0.0,) * 4
+    return dict(n_in=32, hidden=32, n_out=1000, strengths=ladder, lr=1e-3, steps=60000, u0=1e-6, seeds=16,
+                random_scale=1e-3, random_steps=60000, lazy_hidden=4096, lazy_scales=(1e-3, 1.0), lazy_lr=1e-2,
+                lazy_steps=6000, depths=(2, 3, 4, 6), depth_u0=1e-2, depth_steps=40000)
 
 
 # --------------------------------------------------------------------------- validation
@@ -211,7 +209,7 @@ def mode_target(strengths: Sequence[float], out_dim: int | None = None, in_dim: 
     out_dim, in_dim = out_dim or k, in_dim or k
     if out_dim < k or in_dim < k:
         raise ValueError(f"out_dim and in_dim must be >= len(strengths) = {k}, got {out_dim} and {in_dim}")
-    gen = torch.Generator().manual_seed(seed)
+    gen = generator(seed)
     U, _ = torch.linalg.qr(torch.randn(out_dim, k, generator=gen, dtype=dtype))
     V, _ = torch.linalg.qr(torch.randn(in_dim, k, generator=gen, dtype=dtype))
     dev = get_device()
@@ -242,7 +240,7 @@ def decoupled_init(U: torch.Tensor, V: torch.Tensor, u0: TensorLike, depth: int 
     if bool((u0_t <= 0).any()):
         raise ValueError(f"u0 must be > 0, got {u0!r}")
     a = torch.diag(u0_t ** (1.0 / depth))
-    gen = torch.Generator().manual_seed(seed)
+    gen = generator(seed)
     R = [torch.linalg.qr(torch.randn(hidden, k, generator=gen, dtype=U.dtype))[0].to(U.device)
          for _ in range(depth - 1)]
     left = R + [U]
@@ -256,7 +254,7 @@ def random_init(dims: Sequence[int], scale: float, seed: int = 0, dtype: torch.d
     scale = positive_float(scale, "scale")
     if len(dims) < 3 or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dims):
         raise ValueError(f"dims must list >= 3 positive ints (in, hidden..., out), got {dims!r}")
-    gen = torch.Generator().manual_seed(seed)
+    gen = generator(seed)
     dev = get_device()
     return [(scale / math.sqrt(dims[i]) * torch.randn(dims[i + 1], dims[i], generator=gen, dtype=dtype)).to(dev)
             for i in range(len(dims) - 1)]

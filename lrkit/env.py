@@ -20,6 +20,8 @@ from typing import Iterator, Literal
 import numpy as np
 import torch
 
+from ._validate import check_seed
+
 Scale = Literal["small", "full"]
 SCALES: tuple[str, ...] = ("small", "full")
 DEVICES: tuple[str, ...] = ("cpu", "cuda", "mps")
@@ -58,9 +60,26 @@ def get_scale() -> Scale:
     return raw  # type: ignore[return-value]
 
 
-def by_scale(small: object, full: object) -> object:
-    """Pick a setting by the current scale: ``by_scale(small=64, full=4096)``."""
-    return small if get_scale() == "small" else full
+def by_scale(small: object, full: object, scale: str | None = None) -> object:
+    """Pick a setting by scale: ``by_scale(small=64, full=4096)``.
+
+    ``scale`` defaults to :func:`get_scale`; a given one must be ``"small"`` or ``"full"``.
+    """
+    return small if resolve_scale(scale) == "small" else full
+
+
+def resolve_scale(scale: str | None = None) -> Scale:
+    """``scale`` checked to be ``"small"`` or ``"full"``; ``None`` means :func:`get_scale`."""
+    if scale is None:
+        return get_scale()
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
+    return scale  # type: ignore[return-value]
+
+
+def generator(seed: int) -> torch.Generator:
+    """A CPU ``torch.Generator`` seeded with ``seed`` (a non-negative int), for reproducible draws."""
+    return torch.Generator().manual_seed(check_seed(seed))
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -68,12 +87,11 @@ def seed_everything(seed: int) -> torch.Generator:
 
     CPU runs are then deterministic; GPU kernels may still differ in the last bits.
     """
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    check_seed(seed)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)
+    return generator(seed)
 
 
 def describe_env() -> str:

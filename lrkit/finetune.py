@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from ._validate import choice, positive_float, positive_int
-from .env import get_device, get_scale
+from .env import generator, get_device, resolve_scale
 from .lora import LoRALinear, add_lora, count_parameters
 from .optim import AdamState, batched_adam_step, batched_sgd_step
 
@@ -64,24 +64,16 @@ def sizes(scale: str | None = None) -> dict[str, object]:
     ``small`` runs the whole chapter in well under a minute on two CPU cores;
     ``full`` is a GPU-sized version of the same experiments.
     """
-    scale = get_scale() if scale is None else scale
+    scale = resolve_scale(scale)
     if scale == "small":
         return dict(d_in=16, width=64, d_out=16, n_train=1024, n_test=2048, pretrain_steps=400,
                     finetune_steps=400, mlp_ranks=(1, 2, 4, 8, 16, 32, 64), lrs=(3e-3, 1e-2, 3e-2),
                     linear_n=256, linear_ranks=(4, 16, 64), linear_steps=300,
                     slope_ranks=(1, 2, 4, 8, 16, 32, 64, 128))
-    if scale == "full":
-        return dict(d_in=64, width=512, d_out=64, n_train=16384, n_test=8192, pretrain_steps=1500,
-                    finetune_steps=1500, mlp_ranks=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
-                    lrs=(1e-3, 3e-3, 1e-2), linear_n=1024, linear_ranks=(4, 16, 64, 256), linear_steps=300,
-                    slope_ranks=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512))
-    raise ValueError(f"scale must be one of ('small', 'full'), got {scale!r}")
-
-
-def _gen(seed: int) -> torch.Generator:
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    return torch.Generator().manual_seed(seed)
+    return dict(d_in=64, width=512, d_out=64, n_train=16384, n_test=8192, pretrain_steps=1500,
+                finetune_steps=1500, mlp_ranks=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+                lrs=(1e-3, 3e-3, 1e-2), linear_n=1024, linear_ranks=(4, 16, 64, 256), linear_steps=300,
+                slope_ranks=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512))
 
 
 # --------------------------------------------------------------------------- models and data
@@ -92,8 +84,7 @@ def make_mlp(d_in: int, width: int, d_out: int, depth: int = 2, activation: str 
     PyTorch's default ``nn.Linear`` initialisation, seeded by ``seed``, weights multiplied
     by ``gain`` (a teacher with ``gain > 1`` is more nonlinear).
     """
-    if isinstance(gain, bool) or not isinstance(gain, (int, float)) or not math.isfinite(gain) or gain <= 0:
-        raise ValueError(f"gain must be a positive finite number, got {gain!r}")
+    positive_float(gain, "gain")
     for v, n in ((d_in, "d_in"), (width, "width"), (d_out, "d_out"), (depth, "depth")):
         positive_int(v, n)
     choice(activation, "activation", tuple(ACTIVATIONS))
@@ -135,7 +126,7 @@ def sample_data(fn: Callable[[torch.Tensor], torch.Tensor], d_in: int, n_train: 
         positive_int(v, n)
     if not math.isfinite(noise) or noise < 0:
         raise ValueError(f"noise must be a finite number >= 0, got {noise}")
-    g = _gen(seed)
+    g = generator(seed)
     dev = torch.device(device) if device is not None else get_device()
     x = torch.randn(n_train + n_test, d_in, generator=g).to(dev)
     y = fn(x)
@@ -158,7 +149,7 @@ def power_law_matrix(out_features: int, in_features: int, decay: float = 0.5, ra
         raise ValueError(f"rank must satisfy 1 <= rank <= min(out, in) = {m}, got {rank}")
     if not math.isfinite(decay) or decay < 0:
         raise ValueError(f"decay must be a finite number >= 0, got {decay}")
-    g = _gen(seed)
+    g = generator(seed)
     U, _ = torch.linalg.qr(torch.randn(out_features, rank, generator=g, dtype=torch.float64))
     V, _ = torch.linalg.qr(torch.randn(in_features, rank, generator=g, dtype=torch.float64))
     s = torch.arange(1, rank + 1, dtype=torch.float64) ** -decay
@@ -423,7 +414,7 @@ def lora_linear_sweep(teacher: torch.Tensor, ranks: Sequence[int], rslora: Seque
 
     dev, T = teacher.device, teacher.to(torch.float32)
     rmax = max(ranks)
-    g = _gen(seed)
+    g = generator(seed)
     bound = 1.0 / math.sqrt(in_f)
     A = (torch.rand(C, rmax, in_f, generator=g) * 2 - 1) * bound
     mask = (torch.arange(rmax)[None, :] < torch.tensor(ranks)[:, None]).float()  # (C, r_max)

@@ -62,7 +62,7 @@ from typing import Sequence
 import torch
 
 from ._validate import positive_int
-from .env import get_device, get_scale
+from .env import generator, get_device, resolve_scale
 
 __all__ = [
     "sizes", "power_law_task", "solve_kappa", "learnabilities", "KRRTheory", "krr_theory", "RFTheory",
@@ -83,19 +83,17 @@ def sizes(scale: str | None = None) -> dict[str, object]:
     ``small`` follows our CPU calibration (4000 modes, n = 128, 10 trials); ``full`` is the
     paper's synthetic setting (10 000 modes, n = 256, k up to 10^4), for a GPU.
     """
-    scale = get_scale() if scale is None else scale
+    scale = resolve_scale(scale)
     if scale == "small":
         return dict(modes=4000, n=128, trials=10, ks=(16, 32, 64, 96, 112, 128, 144, 176, 256, 512, 1024),
                     k_fixed=256, ns=(16, 32, 64, 128, 192, 224, 256, 288, 320, 512), opt_ks=(16, 64, 128, 256, 1024),
                     opt_ns=(32, 64, 128, 256, 512), pool=1000, pool_dim=8, pool_n=128,
                     pool_ks=(32, 64, 128, 256, 512, 1024))
-    if scale == "full":
-        return dict(modes=10000, n=256, trials=10,
-                    ks=(16, 32, 64, 128, 192, 224, 256, 288, 320, 512, 1024, 2048, 4096, 10000),
-                    k_fixed=256, ns=(16, 32, 64, 128, 192, 224, 256, 288, 320, 512, 1024, 2048),
-                    opt_ks=(16, 64, 256, 1024, 4096), opt_ns=(64, 128, 256, 512, 1024, 2048),
-                    pool=4000, pool_dim=16, pool_n=256, pool_ks=(64, 128, 256, 512, 1024, 2048, 4096))
-    raise ValueError(f"scale must be one of ('small', 'full'), got {scale!r}")
+    return dict(modes=10000, n=256, trials=10,
+                ks=(16, 32, 64, 128, 192, 224, 256, 288, 320, 512, 1024, 2048, 4096, 10000),
+                k_fixed=256, ns=(16, 32, 64, 128, 192, 224, 256, 288, 320, 512, 1024, 2048),
+                opt_ks=(16, 64, 256, 1024, 4096), opt_ns=(64, 128, 256, 512, 1024, 2048),
+                pool=4000, pool_dim=16, pool_n=256, pool_ks=(64, 128, 256, 512, 1024, 2048, 4096))
 
 
 # --------------------------------------------------------------------------- input checks
@@ -579,7 +577,7 @@ def relu_features(x: torch.Tensor, k: int, seed: int = 0, weights: torch.Tensor 
     positive_int(k, "k")
     d = x.shape[1]
     if weights is None:
-        weights = torch.randn(k, d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).to(x.device)
+        weights = torch.randn(k, d, generator=generator(seed), dtype=torch.float64).to(x.device)
     if weights.shape != (k, d):
         raise ValueError(f"weights must have shape (k, d) = {(k, d)}, got {tuple(weights.shape)}")
     return torch.relu(x.to(weights) @ weights.T / math.sqrt(d)) / math.sqrt(k)
@@ -630,7 +628,7 @@ def pool_task(size: int, dim: int, seed: int = 0) -> tuple[torch.Tensor, torch.T
         raise ValueError(f"size must be an int >= 2, got {size!r}")
     if isinstance(dim, bool) or not isinstance(dim, int) or dim < 3:
         raise ValueError(f"dim must be an int >= 3 (the target uses three coordinates), got {dim!r}")
-    x = torch.randn(size, dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    x = torch.randn(size, dim, generator=generator(seed), dtype=torch.float64)
     y = torch.tanh(1.5 * x[:, 0]) + 0.5 * x[:, 1] * x[:, 2]
     y = y - y.mean()
     return x, y / y.pow(2).mean().sqrt()
@@ -651,7 +649,7 @@ def simulate_pool(x: torch.Tensor, y: torch.Tensor, n: int, ks: Sequence[Number]
     ks_l = _check_sizes(ks, "ks", True)
     positive_int(trials, "trials")
     grid = _check_nonneg(ridges, "ridges").flatten().to(x.device)
-    gen = torch.Generator().manual_seed(seed)
+    gen = generator(seed)
     x, y = x.double(), y.double()
     k_max = max([k for k in ks_l if not math.isinf(k)], default=0)
     test = torch.empty(trials, 1, len(ks_l), grid.numel(), dtype=torch.float64)

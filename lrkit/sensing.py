@@ -52,7 +52,7 @@ from typing import Literal, Sequence
 import numpy as np
 import torch
 
-from .env import few_threads, get_device, get_scale
+from .env import few_threads, generator, get_device, resolve_scale
 from ._validate import broadcast, choice, positive_float, positive_int
 
 Parameterisation = Literal["symmetric", "asymmetric"]
@@ -77,21 +77,13 @@ def sizes(scale: str | None = None) -> dict[str, object]:
     ``50 x 50``, rank 3 (our singular values 1, 0.75, 0.5 and ``m = 3 n^2``: the paper's ``m``
     and spectrum were not checked), 20 000 steps, for a GPU.
     """
-    scale = get_scale() if scale is None else scale
+    scale = resolve_scale(scale)
     if scale == "small":
         return dict(n=20, r_star=2, singular_values=(1.0, 0.5), m=1200, lr=0.1, steps=10_000, num_records=300,
                     sym_ranks=(2, 3, 4, 6), sym_omega=0.1, over_rank=4, omegas=(0.03, 0.05, 0.1))
-    if scale == "full":
-        return dict(n=50, r_star=3, singular_values=(1.0, 0.75, 0.5), m=7500, lr=0.1, steps=20_000,
-                    num_records=400, sym_ranks=(3, 4, 6, 9), sym_omega=0.1, over_rank=6,
-                    omegas=(0.015, 0.025, 0.05))
-    raise ValueError(f"scale must be one of ('small', 'full'), got {scale!r}")
-
-
-def _gen(seed: object) -> torch.Generator:
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    return torch.Generator().manual_seed(seed)
+    return dict(n=50, r_star=3, singular_values=(1.0, 0.75, 0.5), m=7500, lr=0.1, steps=20_000,
+                num_records=400, sym_ranks=(3, 4, 6, 9), sym_omega=0.1, over_rank=6,
+                omegas=(0.015, 0.025, 0.05))
 
 
 class UnderdeterminedWarning(UserWarning):
@@ -207,7 +199,7 @@ def make_problem(n: int, r_star: int, m: int, *, n2: int | None = None,
         warnings.warn(f"m = {m} measurements are fewer than the {dof} degrees of freedom of a rank-{r_star} "
                       f"{'symmetric ' if symmetric else ''}{n}x{n2} matrix: M* is not identifiable (and RIP "
                       f"needs several times more)", UnderdeterminedWarning, stacklevel=2)
-    g = _gen(seed)
+    g = generator(seed)
     U, _ = torch.linalg.qr(torch.randn(n, r_star, generator=g, dtype=DTYPE))
     V = U if symmetric else torch.linalg.qr(torch.randn(n2, r_star, generator=g, dtype=DTYPE))[0]
     M_star = (U * s) @ V.T
@@ -235,7 +227,7 @@ def init_symmetric(n: int, r: int, omega: float, seed: int = 0) -> torch.Tensor:
     """``X (n, r)`` with i.i.d. ``omega N(0, 1)`` entries, from a CPU generator seeded ``seed``."""
     positive_int(n, "n")
     positive_int(r, "r")
-    return positive_float(omega, "omega") * torch.randn(n, r, generator=_gen(seed), dtype=DTYPE)
+    return positive_float(omega, "omega") * torch.randn(n, r, generator=generator(seed), dtype=DTYPE)
 
 
 def init_asymmetric(n1: int, n2: int, r: int, omega: float, seed: int = 0,
@@ -244,7 +236,7 @@ def init_asymmetric(n1: int, n2: int, r: int, omega: float, seed: int = 0,
     for v, name in ((n1, "n1"), (n2, "n2"), (r, "r")):
         positive_int(v, name)
     omega, a_ratio = positive_float(omega, "omega"), positive_float(a_ratio, "a_ratio")
-    g = _gen(seed)
+    g = generator(seed)
     B = omega * torch.randn(n1, r, generator=g, dtype=DTYPE)
     return B, a_ratio * omega * torch.randn(r, n2, generator=g, dtype=DTYPE)
 

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 import torch
 
 from ._validate import positive_float, positive_int
-from .env import get_device, get_scale
+from .env import generator, get_device, resolve_scale
 
 __all__ = [
     "sizes",    "ssm_scan", "ssm_kernel", "transfer_function", "ssm_fft", "filtered_input", "frequency_statistics",
@@ -53,15 +53,13 @@ __all__ = [
 
 def sizes(scale: str | None = None) -> dict[str, object]:
     """Experiment sizes of Chapter 3 for ``scale`` (default :func:`lrkit.get_scale`)."""
-    scale = get_scale() if scale is None else scale
+    scale = resolve_scale(scale)
     if scale == "small":
         return dict(length=512, n_seq=1, a=0.9, teacher=1.5, lr=1e-3, steps=3000, b0=0.01, states=(1, 2, 4, 8, 16),
                     rhos=(-0.8, 0.0, 0.8), teacher_pole=0.5, colour_steps=8000)
-    if scale == "full":
-        return dict(length=4096, n_seq=16, a=0.9, teacher=1.5, lr=1e-3, steps=3000, b0=0.01,
-                    states=(1, 2, 4, 8, 16, 32, 64, 128, 256), rhos=(-0.9, -0.5, 0.0, 0.5, 0.9), teacher_pole=0.5,
-                    colour_steps=4000)
-    raise ValueError(f"scale must be one of ('small', 'full'), got {scale!r}")
+    return dict(length=4096, n_seq=16, a=0.9, teacher=1.5, lr=1e-3, steps=3000, b0=0.01,
+                states=(1, 2, 4, 8, 16, 32, 64, 128, 256), rhos=(-0.9, -0.5, 0.0, 0.5, 0.9), teacher_pole=0.5,
+                colour_steps=4000)
 
 
 # --------------------------------------------------------------------------- validation
@@ -215,7 +213,7 @@ def colored_noise(length: int, rho: float = 0.0, n_seq: int = 1, seed: int = 0) 
     if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not abs(rho) < 1:
         raise ValueError(f"rho must be a number with |rho| < 1, got {rho!r}")
     positive_int(n_seq, "n_seq")
-    e = torch.randn(n_seq, L, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    e = torch.randn(n_seq, L, generator=generator(seed), dtype=torch.float64)
     u = torch.empty_like(e)
     u[:, 0] = e[:, 0]
     c = math.sqrt(1 - rho ** 2)

@@ -50,9 +50,9 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from .env import few_threads, get_device, get_scale
+from .env import few_threads, generator, get_device, get_scale
 from .init import INIT_SCHEMES, init_lora_
-from ._validate import broadcast, positive_float, positive_int
+from ._validate import broadcast, check_seed, positive_float, positive_int
 from .optim import AdamState, batched_adam_step, batched_sgd_step
 
 OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
@@ -96,7 +96,7 @@ def lora_task(width: int, d: int = 16, samples: int = 32, teacher_rank: int = 2,
     N, k = positive_int(samples, "samples"), positive_int(teacher_rank, "teacher_rank")
     if k > min(n, d):
         raise ValueError(f"teacher_rank must satisfy 1 <= teacher_rank <= min(width, d) = {min(n, d)}, got {k}")
-    g = torch.Generator().manual_seed(seed)
+    g = generator(seed)
     x = torch.randn(N, d, generator=g)
     w_in = torch.randn(n, d, generator=g) / math.sqrt(d)
     U = torch.randn(n, k, generator=g)
@@ -227,9 +227,7 @@ def run_lora_sweep(task: LoRATask, eta_A: float | Sequence[float], eta_B: float 
         if name not in SWEEP_INITS:
             raise ValueError(f"init must be one of {list(SWEEP_INITS)}, got {name!r}")
     seeds = broadcast(seed, K, "seed")
-    for s in seeds:
-        if isinstance(s, bool) or not isinstance(s, int) or s < 0:
-            raise ValueError(f"seed must be a non-negative int (or K of them), got {s!r}")
+    seeds = [check_seed(s) for s in seeds]
     n, N = task.width, task.samples
     rank = positive_int(rank, "rank")
     if rank > n:

@@ -55,3 +55,15 @@ def test_few_threads_restores_the_setting() -> None:
     assert torch.get_num_threads() == before
     with few_threads(torch.device("cpu"), work=1e9):  # big work keeps every thread
         assert torch.get_num_threads() == before
+
+
+def test_resolve_scale_and_generator() -> None:
+    from lrkit.env import generator, resolve_scale
+
+    assert resolve_scale("full") == "full" and resolve_scale(None) == lrkit.get_scale()
+    assert lrkit.by_scale(1, 2, scale="full") == 2
+    with pytest.raises(ValueError, match=r"scale must be one of \('small', 'full'\), got 'big'"):
+        resolve_scale("big")
+    assert torch.equal(torch.randn(3, generator=generator(5)), torch.randn(3, generator=generator(5)))
+    with pytest.raises(ValueError, match="seed must be a non-negative int"):
+        generator(-2)
