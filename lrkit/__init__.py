@@ -13,6 +13,7 @@ One module per idea; each chapter imports the module named after it:
 * :mod:`lrkit.sweep`       many LoRA configurations as one tensor program (Chapters 5, 6)
 * :mod:`lrkit.optim`       batched Adam/SGD steps and LoRA+ parameter groups (Chapters 5, 6)
 * :mod:`lrkit.rf`          random-feature ridge regression: theory and simulation (Chapter 7)
+* :mod:`lrkit.fit`         power laws fitted in log-log space, with standard errors
 * :mod:`lrkit.plot`        theory as lines, experiments as markers
 * :mod:`lrkit.checks`      checks that exercises call (one submodule per chapter)
 * :mod:`lrkit.course`      exercises from solutions, grading (``python -m lrkit.course``)

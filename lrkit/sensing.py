@@ -52,6 +52,7 @@ from typing import Literal, Sequence
 import numpy as np
 import torch
 
+from .fit import fit_power_law
 from .env import few_threads, generator, get_device, resolve_scale
 from ._validate import broadcast, choice, positive_float, positive_int
 
@@ -484,7 +485,7 @@ def loglog_slope(steps: object, error: object, t_min: float, t_max: float = math
     keep = (t >= t_min) & (t <= t_max) & np.isfinite(e) & (e > 0)
     if keep.sum() < 3:
         raise ValueError(f"fewer than 3 recorded steps lie in [{t_min:g}, {t_max:g}]")
-    return float(np.polyfit(np.log(t[keep]), np.log(e[keep]), 1)[0])
+    return fit_power_law(t[keep], e[keep]).exponent
 
 
 def linear_rate(steps: object, error: object, lo: float, hi: float) -> float:
