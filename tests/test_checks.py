@@ -290,3 +290,12 @@ def test_describe_is_short() -> None:
     assert checks.describe(nn.Linear(2, 3)) == "Linear(in_features=2, out_features=3, bias=True)"
     assert "in eval mode" in checks.describe(nn.Dropout(0.5).eval())
     assert len(checks.describe("x" * 1000)) <= 120
+
+
+def test_as_number_accepts_scalars_and_says_what_came_back() -> None:
+    import numpy as np
+
+    assert checks.as_number(torch.tensor([2.5]), "x") == 2.5 and checks.as_number(np.float32(1.5), "x") == 1.5
+    assert checks.to_scalar("text") == "text"
+    assert "x should be a number, got list" in failure(checks.as_number, [1.0, 2.0], "x")
+    assert "x should be a finite number, got nan" in failure(checks.as_number, float("nan"), "x", finite=True)

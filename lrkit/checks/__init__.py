@@ -22,6 +22,7 @@ import copy
 import math
 from typing import Any, Callable, Mapping, NoReturn, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -110,14 +111,31 @@ def check_shape(actual: Any, expected_shape: Sequence[int], name: str = "result"
              case=case, hint=hint)
 
 
+def to_scalar(value: Any) -> Any:
+    """A 1-element tensor or a NumPy scalar as a Python number; anything else unchanged."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return value.item()
+    if isinstance(value, np.generic) and np.ndim(value) == 0:
+        return value.item()
+    return value
+
+
+def as_number(value: Any, name: str, *, case: Case | None = None, hint: str | None = None,
+              finite: bool = False) -> float:
+    """``value`` as a float (1-element tensors and NumPy scalars count), or a failure that says what came back."""
+    value = to_scalar(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        fail(f"{name} should be a number, got {type(value).__name__}", case=case, actual=value, hint=hint)
+    if finite and not math.isfinite(value):
+        fail(f"{name} should be a finite number, got {value}", case=case, actual=value, hint=hint)
+    return float(value)
+
+
 def check_close(actual: Any, expected: torch.Tensor | float, name: str = "result", hint: str | None = None, *,
                 case: Case | None = None, rtol: float = 1e-5, atol: float = 1e-6) -> None:
     """``actual`` must equal ``expected`` (a tensor or a number) to ``rtol``/``atol``."""
     if not isinstance(expected, torch.Tensor):
-        if isinstance(actual, torch.Tensor) and actual.numel() == 1:
-            actual = actual.item()
-        if isinstance(actual, bool) or not isinstance(actual, (int, float)):
-            fail(f"{name} should be a number, got {type(actual).__name__}", case=case, actual=actual, hint=hint)
+        actual = as_number(actual, name, case=case, hint=hint)
         if not math.isclose(actual, expected, rel_tol=rtol, abs_tol=atol):
             fail(f"{name} is wrong", case=case, expected=float(expected), actual=float(actual), hint=hint)
         return

@@ -19,21 +19,12 @@ import torch
 
 from ..init import init_lora_
 from ..sweep import fit_exponent, largest_stable_lr
-from . import call, check_shape, fail, passed
+from . import as_number, call, check_shape, fail, passed, to_scalar
 
 __all__ = ["check_init_pair", "check_largest_stable_lr", "check_fit_exponent", "check_predicted_exponents"]
 
 # The exponents of Proposition prop-init-stable-lr (lessons/05_lora_init.ipynb): eta_max ~ n^p.
 PREDICTED_EXPONENTS: dict[str, float] = {"A": -0.5, "B": -1.0}
-
-
-def _as_float(value: Any) -> Any:
-    """A 0-d tensor or numpy scalar as a Python float; anything else unchanged."""
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        return float(value.item())
-    if isinstance(value, np.generic) and np.ndim(value) == 0:
-        return float(value)
-    return value
 
 
 def _float_variant(actual: Any, variants: Mapping[str, float], rtol: float = 1e-6) -> str | None:
@@ -49,9 +40,7 @@ def _float_variant(actual: Any, variants: Mapping[str, float], rtol: float = 1e-
 def _check_float(actual: Any, expected: float, name: str, hint: str, case: Mapping[str, Any],
                  rtol: float = 1e-6) -> None:
     """``actual`` must be a finite-or-NaN number equal to ``expected`` (NaN equals NaN here)."""
-    actual = _as_float(actual)
-    if isinstance(actual, bool) or not isinstance(actual, (int, float)):
-        fail(f"{name} should be a number (a float), got {type(actual).__name__}", case=case, actual=actual, hint=hint)
+    actual = as_number(actual, name, case=case, hint=hint)
     if math.isnan(expected) or math.isnan(actual):
         if not (math.isnan(expected) and math.isnan(actual)):
             fail(f"{name} is wrong", case=case, expected=float(expected), actual=float(actual), hint=hint)
@@ -164,7 +153,7 @@ def check_largest_stable_lr(fn: Callable[..., Any], seed: int = 0) -> None:
     for case in _stable_cases(gen):
         lrs, d = np.asarray(case["lrs"]), case["diverged"]
         expected = largest_stable_lr(lrs, d)
-        actual = _as_float(call(fn, case, name, "diverged[i, s] says whether seed s diverged at lrs[i]"))
+        actual = to_scalar(call(fn, case, name, "diverged[i, s] says whether seed s diverged at lrs[i]"))
         all_seeds = ~d.all(axis=1)
         stable_any = ~d.any(axis=1)
         variants = {
@@ -210,7 +199,7 @@ def check_fit_exponent(fn: Callable[..., Any], seed: int = 0) -> None:
     for case in _fit_cases(gen):
         w, v = np.log(np.asarray(case["widths"], float)), np.asarray(case["values"], float)
         expected = fit_exponent(case["widths"], case["values"]).exponent
-        actual = _as_float(call(fn, case, name, "np.polyfit(x, y, 1) returns (slope, intercept)"))
+        actual = to_scalar(call(fn, case, name, "np.polyfit(x, y, 1) returns (slope, intercept)"))
         variants = {
             "fit log(value), not the value itself: a power law v = c n^p is a straight line only in log-log "
             "coordinates": float(np.polyfit(w, v, 1)[0]),
@@ -241,7 +230,7 @@ def check_predicted_exponents(fn: Callable[..., Any], seed: int = 0) -> None:
         "A": "with Init[A] the dangerous term is Delta B Delta A z ~ (t eta)^2 n r: it must stay of order 1",
         "B": "with Init[B] already the first-order term B_0 Delta A z ~ t eta n r must stay of order 1",
     }
-    got = {k: _as_float(out[k]) for k in ("A", "B")}
+    got = {k: to_scalar(out[k]) for k in ("A", "B")}
     if got == {"A": PREDICTED_EXPONENTS["B"], "B": PREDICTED_EXPONENTS["A"]}:
         fail(f"{name}(): the two exponents are swapped", actual=out,
              hint="Init[A] tolerates the *larger* rates: its exponent is the less negative one")

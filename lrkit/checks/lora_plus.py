@@ -24,8 +24,9 @@ from torch import nn
 from ..lora import add_lora, lora_layers
 from ..optim import AdamState, batched_adam_step, loraplus_param_groups
 from ..sweep import best_pair
-from . import _matches_variant, call, check_close, check_shape, fail, passed, toy_transformer_block
-from .lora_init import _as_float, _check_float, _float_variant
+from . import (_matches_variant, as_number, call, check_close, check_shape, fail, passed, to_scalar,
+               toy_transformer_block)
+from .lora_init import _check_float, _float_variant
 
 __all__ = ["check_loraplus_groups", "check_adam_step", "check_best_ratio", "check_predicted_ratio_exponent"]
 
@@ -62,7 +63,7 @@ def _rates(groups: Any, model: nn.Module, case: Mapping[str, Any], name: str) ->
             if id(p) in rates:
                 fail("a parameter appears in two groups", case=case,
                      hint="each trainable parameter belongs to exactly one group (torch refuses duplicates)")
-            rates[id(p)] = _as_float(g["lr"])
+            rates[id(p)] = to_scalar(g["lr"])
     named = {id(p): n for n, p in model.named_parameters()}
     stray = [r for r in rates if r not in named]
     if stray:
@@ -245,7 +246,7 @@ def check_best_ratio(fn: Callable[..., Any], seed: int = 0) -> None:
         eta_A, eta_B, score = np.asarray(case["eta_A"]), np.asarray(case["eta_B"]), case["score"]
         a, b, _ = best_pair(eta_A, eta_B, score)
         expected = b / a
-        actual = _as_float(call(fn, case, name, "score has shape (len(eta_A), len(eta_B), seeds): "
+        actual = to_scalar(call(fn, case, name, "score has shape (len(eta_A), len(eta_B), seeds): "
                                                 "axis 0 is eta_A, axis 1 is eta_B"))
         nan_mean = np.nanmean(score, axis=-1)
         i, j = np.unravel_index(int(np.nanargmin(nan_mean)), nan_mean.shape)
@@ -268,9 +269,7 @@ def check_predicted_ratio_exponent(fn: Callable[..., Any], seed: int = 0) -> Non
     ``seed`` is unused (every check takes one).
     """
     name = "predicted_ratio_exponent"
-    value = _as_float(call(fn, {}, name, "return a number"))
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        fail(f"{name}() should return a number", actual=value)
+    value = as_number(call(fn, {}, name, "return a number"), f"{name}()")
     if math.isclose(value, PREDICTED_RATIO_EXPONENT, abs_tol=1e-9):
         passed(name)
         return

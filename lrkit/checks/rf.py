@@ -14,7 +14,7 @@ from typing import Any, Callable
 import torch
 
 from .. import rf
-from . import call, check_close, check_shape, fail, passed
+from . import as_number, call, check_close, check_shape, fail, passed
 
 __all__ = ["check_kappa", "check_learnabilities", "check_krr_test_mse", "check_optimal_risk_vs_k"]
 
@@ -24,16 +24,6 @@ def _task(gen: torch.Generator, modes: int) -> tuple[torch.Tensor, torch.Tensor]
     p = 1.1 + torch.rand(1, generator=gen).item()
     q = 0.8 + 1.2 * torch.rand(1, generator=gen).item()
     return rf.power_law_task(modes, p, q, device="cpu")
-
-
-def _number(value: Any, name: str, case: dict[str, Any]) -> float:
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        value = value.item()
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        fail(f"{name} should return a number (a float), got {type(value).__name__}", case=case, actual=value)
-    if not math.isfinite(value):
-        fail(f"{name} returned {value}", case=case, hint="kappa is a finite positive number here")
-    return float(value)
 
 
 def check_kappa(kappa_fn: Callable[..., Any], seed: int = 0) -> None:
@@ -53,7 +43,7 @@ def check_kappa(kappa_fn: Callable[..., Any], seed: int = 0) -> None:
     ]
     for case in cases:
         expected = rf.solve_kappa(case["eigvals"], case["n"], case["ridge"]).item()
-        actual = _number(call(kappa_fn, case, "solve_kappa_bisect"), "solve_kappa_bisect", case)
+        actual = as_number(call(kappa_fn, case, "solve_kappa_bisect"), "solve_kappa_bisect", case=case, finite=True)
         lhs = (case["eigvals"] / (case["eigvals"] + actual)).sum().item() + case["ridge"] / max(actual, 1e-300)
         hint = ("the left side decreases in kappa: when it is above n, kappa is too small, so move the lower end up; "
                 "bisect on a log scale (the geometric mean of the ends), since kappa spans many decades")
@@ -98,7 +88,7 @@ def check_krr_test_mse(mse_fn: Callable[..., Any], seed: int = 0, simulate: bool
     ]
     for case in cases:
         expected = rf.krr_theory(**case).test_mse.item()
-        actual = _number(call(mse_fn, case, "krr_test_mse"), "krr_test_mse", case)
+        actual = as_number(call(mse_fn, case, "krr_test_mse"), "krr_test_mse", case=case, finite=True)
         kap = rf.solve_kappa(case["eigvals"], case["n"], case["ridge"]).item()
         L = rf.learnabilities(case["eigvals"], kap)
         e0 = case["n"] / (case["n"] - (L ** 2).sum().item())
@@ -119,7 +109,7 @@ def check_krr_test_mse(mse_fn: Callable[..., Any], seed: int = 0, simulate: bool
         case = {"eigvals": lam, "coeffs": v, "n": 64, "ridge": 0.01, "noise": 0.1}
         sim = rf.simulate(lam, v, [64], [math.inf], [0.01], trials=20, noise=0.1, seed=seed, device="cpu")
         measured, sem = sim.mean()[0].item(), sim.sem().item()
-        predicted = _number(call(mse_fn, case, "krr_test_mse"), "krr_test_mse", case)
+        predicted = as_number(call(mse_fn, case, "krr_test_mse"), "krr_test_mse", case=case, finite=True)
         if abs(predicted - measured) > 0.05 * measured + 3 * sem:
             fail("krr_test_mse disagrees with a simulation of kernel ridge regression", case=case,
                  expected=measured, actual=predicted, detail=f"simulated test MSE {measured:.4f} +- {sem:.4f} (20 trials)",

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..sensing import adjoint, linear_rate, make_problem, measure
-from . import _matches_variant, call, check_close, check_shape, fail, passed
+from . import _matches_variant, as_number, call, check_close, check_shape, fail, passed
 
 __all__ = ["check_measure_adjoint", "check_symmetric_step", "check_asymmetric_step", "check_rate_fit",
            "check_omega_exponent"]
@@ -179,9 +179,8 @@ def check_rate_fit(fit_fn: Callable[..., Any], seed: int = 0) -> None:
 
 def check_omega_exponent(predicted: Any, measured: Any, tolerance: float = 0.3) -> None:
     """The predicted exponent ``p`` of ``rate ~ omega^p`` must be 2, the measured one within ``tolerance`` of it."""
-    for name, value in (("predicted_exponent", predicted), ("measured_exponent", measured)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            fail(f"{name} should be a finite number, got {type(value).__name__}", actual=value)
+    predicted = as_number(predicted, "predicted_exponent", finite=True)
+    measured = as_number(measured, "measured_exponent", finite=True)
     if predicted != 2:
         fail("predicted_exponent is not what the conserved imbalance gives", actual=float(predicted),
              hint="the rate of a redundant direction is 2 lr delta with delta = b^2 - a^2, an eigenvalue of "
