@@ -15,19 +15,22 @@ One module per idea; each chapter imports the module named after it:
 * :mod:`lrkit.rf`          random-feature ridge regression: theory and simulation (Chapter 7)
 * :mod:`lrkit.fit`         power laws fitted in log-log space, with standard errors
 * :mod:`lrkit.plot`        theory as lines, experiments as markers
+* :mod:`lrkit.claims`      the claims ledger: ``claim(...)`` checks, prints and records every claim
+* :mod:`lrkit.book`        ``glue`` for the book build (a no-op on Colab)
 * :mod:`lrkit.checks`      checks that exercises call (one submodule per chapter)
 * :mod:`lrkit.course`      exercises from solutions, grading (``python -m lrkit.course``)
 """
 
-from .env import by_scale, describe_env, get_device, get_scale, seed_everything
+from .claims import claim
+from .env import by_scale, describe_env, get_device, get_scale, get_seed, seed_everything
 from .init import INIT_SCHEMES
 from .lora import (LoRALinear, add_lora, count_parameters, lora_layers, lora_parameter_count, lora_scaling,
                    merge_lora, remove_lora, trainable_parameters, unmerge_lora)
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
-    "INIT_SCHEMES", "LoRALinear", "add_lora", "by_scale", "count_parameters", "describe_env", "get_device",
-    "get_scale", "lora_layers", "lora_parameter_count", "lora_scaling", "merge_lora", "remove_lora",
+    "INIT_SCHEMES", "LoRALinear", "add_lora", "claim", "by_scale", "count_parameters", "describe_env", "get_device",
+    "get_scale", "get_seed", "lora_layers", "lora_parameter_count", "lora_scaling", "merge_lora", "remove_lora",
     "seed_everything", "trainable_parameters", "unmerge_lora",
 ]

@@ -77,6 +77,18 @@ def resolve_scale(scale: str | None = None) -> Scale:
     return scale  # type: ignore[return-value]
 
 
+def get_seed() -> int:
+    """The lesson's seed, from ``LRKIT_SEED`` (default 0): every lesson takes all its randomness from it."""
+    raw = os.environ.get("LRKIT_SEED", "").strip()
+    if not raw:
+        return 0
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"LRKIT_SEED must be a non-negative integer, got {raw!r}") from None
+    return check_seed(value)
+
+
 def generator(seed: int) -> torch.Generator:
     """A CPU ``torch.Generator`` seeded with ``seed`` (a non-negative int), for reproducible draws."""
     return torch.Generator().manual_seed(check_seed(seed))

@@ -57,4 +57,4 @@ def test_install_cells_default_to_the_repository_named_in_config() -> None:
 
     url = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
     for path in NOTEBOOKS:
-        assert f'"git+{url}"' in _install_cell(path), f"{path.name}: the install cell's default must be git+{url}"
+        assert f'"git+{url}@v{__import__("lrkit").__version__}"' in _install_cell(path), f"{path.name}: the install cell's default must be git+{url}@v<version>"
