@@ -1,5 +1,6 @@
 # Quick start:  make book   (build the executed book into _build/html)
 #               make test   (unit tests + every lesson and solution notebook under nbval)
+#               make test-fast  (the unit tests alone, about 30 s: the inner loop)
 # Everything runs in .venv, created on first use from pyproject.toml, with the
 # versions pinned in ci/constraints.txt (torch 2.13.0 CPU, jupyter-book 1.0.4.post1).
 
@@ -11,7 +12,7 @@ export PYTHONHASHSEED := 0
 # Small CPU experiments are faster on one thread, and far faster when the cores are shared.
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: all venv test unit notebooks book exercises bench clean
+.PHONY: all venv test test-fast lint unit notebooks book exercises bench clean
 all: test
 
 $(STAMP): pyproject.toml ci/constraints.txt
@@ -26,6 +27,15 @@ venv: $(STAMP)
 
 unit: $(STAMP)
 	$(PY) -m pytest -q tests
+
+# The inner loop (about 30 s): every unit test, no notebook or subprocess. One chapter: -m ch04.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider -m "not slow" tests
+
+# Lint and types (CI runs both): ruff with pyproject's configuration, mypy on the package.
+lint: $(STAMP)
+	$(PY) -m ruff check lrkit tests bench
+	$(PY) -m mypy lrkit
 
 notebooks: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider --nbval-lax lessons solutions

@@ -3,8 +3,9 @@
 One protocol for all chapters (the list is ``planted.CHAPTERS``):
 
 * as handed out, every graded check fails with the stub's ``NotImplementedError`` and every
-  other cell runs; the solution passes every check; nbval (the learners' self-check) reports
-  one failure per unfinished exercise;
+  other cell runs; nbval (the learners' self-check) reports one failure per unfinished exercise
+  (Chapter 1 only: the command is the same for all); the solutions pass every check under nbval
+  in ``make notebooks`` and in-process below, so no notebook is executed twice for the same claim;
 * ``exercises/`` is what the generator writes, with no solution or hidden test in it;
 * each planted mistake (an edit of the solution's own code, run in this process) fails the
   visible check with a teaching message, and fails the plain hidden asserts even when every
@@ -86,6 +87,11 @@ def test_exercises_are_up_to_date_and_leak_nothing(chapter: str) -> None:
     assert course.leaked_solution_lines(read_notebook(solution_nb(chapter)), generated) == []
 
 
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_no_hint_contains_a_line_of_the_solution(chapter: str) -> None:
+    assert course.hinted_solution_lines(read_notebook(solution_nb(chapter))) == []
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("chapter", CHAPTERS)
 def test_as_handed_out_every_check_fails_with_not_implemented(chapter: str) -> None:
@@ -101,17 +107,8 @@ def test_as_handed_out_every_check_fails_with_not_implemented(chapter: str) -> N
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("chapter", CHAPTERS)
-def test_the_solution_passes_every_check(chapter: str) -> None:
-    records = execute_cells(read_notebook(solution_nb(chapter)), timeout=180, cell_timeout=90,
-                            cwd=str(ROOT / "solutions"))
-    assert [r for r in records if not r.ok] == []
-    assert {r.key for r in records} >= set(graded_ids(chapter))
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("chapter", CHAPTERS)
-def test_nbval_self_check_reports_each_unfinished_exercise(chapter: str) -> None:
+@pytest.mark.parametrize("chapter", ["01_lora"])  # one chapter: the learners' command works (each
+def test_nbval_self_check_reports_each_unfinished_exercise(chapter: str) -> None:  # notebook runs once)
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
                            str(exercise_nb(chapter))], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert proc.returncode == 1, proc.stdout[-3000:]

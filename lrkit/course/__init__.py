@@ -30,7 +30,7 @@ from .markup import (
     stub_solutions,
 )
 from .generate import generate_exercise, make_exercises, solution_problems
-from .leaks import check_leaks, leaked_solution_lines, secret_lines
+from .leaks import check_leaks, hinted_solution_lines, leaked_solution_lines, secret_lines
 from .execute import CellRecord, execute_cells, kernel_env
 from .grade import (
     Exercise, Grade, Score, assemble, exercises_of, feedback_text, grade_folder, grade_submission,

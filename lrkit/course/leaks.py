@@ -46,6 +46,23 @@ def secret_lines(solution: NotebookNode) -> list[str]:
     return list(dict.fromkeys(s for s in secret if s not in public and not any(s in h for h in hints)))
 
 
+def hinted_solution_lines(solution: NotebookNode) -> list[str]:
+    """``"hint  <-  solution line"`` for each hint that contains a line of the solution it stands for.
+
+    A hint points the way; it never hands over a line of the answer. A solution line counts when it
+    has at least ``MIN_LEAK_CHARS`` characters once whitespace is collapsed.
+    """
+    found = []
+    for cell in solution.cells:
+        lines = cell.source.split("\n")
+        for begin, end in regions(lines, SOLUTION):
+            body = [_normalise(ln) for ln in lines[begin + 1:end]]
+            hints = [ln for ln in body if ln.startswith(HINT_PREFIX)]
+            code = [ln for ln in body if ln and not ln.startswith(HINT_PREFIX) and len(ln) >= MIN_LEAK_CHARS]
+            found += [f"{h}  <-  {c}" for h in hints for c in code if c in h]
+    return found
+
+
 def leaked_solution_lines(solution: NotebookNode, text: str) -> list[str]:
     """The solution-only lines of ``solution`` that occur in ``text`` (plain text, code or HTML)."""
     plain = _plain_text(text)
