@@ -22,12 +22,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._validate import as_int, as_real, positive_int
 from .init import check_init_name, init_lora_
+
+__all__ = ["LoRALinear", "add_lora", "count_parameters", "lora_layers", "lora_parameter_count", "lora_scaling",
+           "merge_lora", "remove_lora", "trainable_parameters", "unmerge_lora"]
 
 
 def _check_rank(rank: object, in_features: int, out_features: int) -> int:
-    if isinstance(rank, bool) or not isinstance(rank, int):
-        raise TypeError(f"rank must be an int, got {type(rank).__name__}")
+    rank = as_int(rank, "rank")
     limit = min(in_features, out_features)
     if not 1 <= rank <= limit:
         raise ValueError(f"rank must satisfy 1 <= rank <= min(in, out) = {limit}, got {rank}")
@@ -37,23 +40,23 @@ def _check_rank(rank: object, in_features: int, out_features: int) -> int:
 def _check_alpha(alpha: object, rank: int) -> float:
     if alpha is None:
         return float(rank)
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
-        raise TypeError(f"alpha must be a positive number or None, got {type(alpha).__name__}")
+    alpha = as_real(alpha, "alpha", "a positive number or None")
     if not math.isfinite(alpha) or alpha <= 0:
         raise ValueError(f"alpha must be a positive finite number or None (meaning alpha = rank), got {alpha}")
     return float(alpha)
 
 
 def _check_dropout(dropout: object) -> float:
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)):
-        raise TypeError(f"dropout must be a float in [0, 1), got {type(dropout).__name__}")
+    dropout = as_real(dropout, "dropout", "a float in [0, 1)")
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")
     return float(dropout)
 
 
 def lora_scaling(alpha: float, rank: int, rslora: bool = False) -> float:
-    """``alpha / r``, or ``alpha / sqrt(r)`` for rsLoRA."""
+    """``alpha / r``, or ``alpha / sqrt(r)`` for rsLoRA (``alpha > 0``, ``r >= 1``)."""
+    rank = positive_int(rank, "rank")
+    alpha = _check_alpha(alpha, rank)
     return alpha / math.sqrt(rank) if rslora else alpha / rank
 
 
@@ -92,6 +95,7 @@ class LoRALinear(nn.Module):
         p = _check_dropout(dropout)
         self.dropout: nn.Module = nn.Dropout(p) if p > 0 else nn.Identity()
         self.merged = False
+        self._merged_delta: torch.Tensor | None = None
         init_lora_(self.A.data, self.B.data, base.weight.data, self.scaling, self.init)
 
     @property
@@ -107,10 +111,30 @@ class LoRALinear(nn.Module):
         return self.scaling * (self.B @ self.A)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1:] != (self.in_features,) or x.dtype != self.A.dtype:
+            self._bad_input(x)
         y = self.base(x)
-        if self.merged:
+        if self.merged:  # one nn.Linear: A and B get no gradient until unmerge()
             return y
         return y + self.scaling * F.linear(F.linear(self.dropout(x), self.A), self.B)
+
+    def _bad_input(self, x: torch.Tensor) -> None:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        if x.shape[-1:] != (self.in_features,):
+            raise ValueError(f"x must have shape (..., in_features={self.in_features}), got {tuple(x.shape)}")
+        raise TypeError(f"x must have the layer's dtype {self.A.dtype}, got {x.dtype} "
+                        f"(convert it with x.to({self.A.dtype}))")
+
+    def get_extra_state(self) -> dict[str, bool]:
+        """Saved in ``state_dict``: whether the base weight already holds ``s B A``."""
+        return {"merged": self.merged}
+
+    def set_extra_state(self, state: dict[str, bool]) -> None:
+        """Loading a merged layer's state marks this layer merged (its base weight holds ``s B A``),
+        so the update is not applied twice."""
+        self.merged = bool(state.get("merged", False))
+        self._merged_delta = None
 
     @torch.no_grad()
     def merge(self) -> None:
@@ -118,7 +142,9 @@ class LoRALinear(nn.Module):
         if self.merged:
             warnings.warn("LoRALinear.merge(): already merged, nothing to do", stacklevel=2)
             return
-        self.base.weight.add_(self.delta_weight().to(self.base.weight.dtype))
+        delta = self.delta_weight().to(self.base.weight.dtype)
+        self.base.weight.add_(delta)
+        self._merged_delta = delta  # unmerge subtracts exactly this, even if A or B change meanwhile
         self.merged = True
 
     @torch.no_grad()
@@ -127,7 +153,14 @@ class LoRALinear(nn.Module):
         if not self.merged:
             warnings.warn("LoRALinear.unmerge(): not merged, nothing to do", stacklevel=2)
             return
-        self.base.weight.sub_(self.delta_weight().to(self.base.weight.dtype))
+        delta = self._merged_delta
+        if delta is None:  # merged state loaded from a state_dict: A and B are the ones merged
+            delta = self.delta_weight().to(self.base.weight.dtype)
+        elif not torch.equal(delta, self.delta_weight().to(delta.dtype)):
+            warnings.warn("LoRALinear.unmerge(): A or B changed while merged; the update that was merged "
+                          "is subtracted (the base weight is restored) and the new A, B are kept", stacklevel=2)
+        self.base.weight.sub_(delta)
+        self._merged_delta = None
         self.merged = False
 
     def extra_repr(self) -> str:
@@ -158,6 +191,10 @@ def add_lora(model: nn.Module, rank: int, alpha: float | None = None, targets: S
         raise ValueError("model already carries LoRA adapters; call remove_lora(model) first")
     check_init_name(init)
     linears = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+    aliases: dict[int, list[str]] = {}
+    for n, m in model.named_modules(remove_duplicate=False):
+        if isinstance(m, nn.Linear):
+            aliases.setdefault(id(m), []).append(n)
     if targets is None:
         chosen = list(linears)
     else:
@@ -171,11 +208,17 @@ def add_lora(model: nn.Module, rank: int, alpha: float | None = None, targets: S
         chosen = [n for n in linears if any(_matches(n, t) for t in names)]
     if not chosen:
         raise ValueError("model has no nn.Linear modules to adapt")
-    for name in chosen:  # validate every layer before changing anything
+    for name in chosen:  # validate everything before changing anything
         try:
             _check_rank(rank, linears[name].in_features, linears[name].out_features)
         except ValueError as e:
             raise ValueError(f"{e} (layer {name!r})") from None
+        if len(aliases[id(linears[name])]) > 1:
+            raise ValueError(f"the nn.Linear {name!r} is used at several places {aliases[id(linears[name])]} "
+                             "(tied weights); an adapter would be added to one of them only: untie them first")
+    _check_alpha(alpha, as_int(rank, "rank"))
+    _check_dropout(dropout)
+    rank = as_int(rank, "rank")
     for p in model.parameters():
         p.requires_grad_(False)
     for name in chosen:
@@ -222,12 +265,16 @@ def remove_lora(model: nn.Module, merge: bool = True) -> nn.Module:
 
 def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
     """Number of (trainable, by default) scalar parameters of ``model``."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
 def lora_parameter_count(in_features: int, out_features: int, rank: int) -> int:
     """Parameters of one adapter: ``r (in + out)``, against ``in * out`` for the full matrix."""
-    _check_rank(rank, in_features, out_features)
+    in_features = positive_int(in_features, "in_features")
+    out_features = positive_int(out_features, "out_features")
+    rank = _check_rank(rank, in_features, out_features)
     return rank * (in_features + out_features)
 
 
