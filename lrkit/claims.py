@@ -4,8 +4,10 @@ Every claim-check cell of every lesson calls :func:`claim`. It compares what the
 experiment measured with what the theory predicts, prints both, raises an
 ``AssertionError`` naming the claim when the check fails, and appends a record to
 the ledger file named by ``LRKIT_LEDGER`` (JSON lines; nothing is written when the
-variable is unset, as on Colab). The book's claims page is generated from that
-ledger (``python -m lrkit.claims page``), so nobody types a measured number by hand.
+variable is unset, as on Colab). The book build sets ``LRKIT_LEDGER`` to
+``_build/claims/ledger.jsonl`` and generates the claims page from it
+(:mod:`lrkit.claims_page`); ``python -m lrkit.claims_runs`` reruns every lesson over
+seeds or at full scale. Nobody types a measured number by hand.
 
 Kinds of check (``kind``) and their margin, the distance inside the tolerance
 (1 = exactly as predicted, 0 = at the edge, negative = failed):
@@ -14,7 +16,7 @@ Kinds of check (``kind``) and their margin, the distance inside the tolerance
 kind           passes when                                 margin
 =============  ==========================================  ===============================
 ``"abs"``      ``|m - p| <= tol``                          ``1 - |m - p| / tol``
-``"rel"``      ``|m - p| <= tol * |p|``                    ``1 - |m - p| / (tol |p|)``
+``"rel"``      ``|m - p| <= tol * |p|``  (``p != 0``)      ``1 - |m - p| / (tol |p|)``
 ``"interval"`` ``lo <= m <= hi`` (``interval=(lo, hi)``)   ``1 - |m - mid| / half-width``
 ``"ge"``       ``m >= p``                                  ``min(1, (m - p) / scale)``
 ``"le"``       ``m <= p``                                  ``min(1, (p - m) / scale)``
@@ -23,11 +25,18 @@ kind           passes when                                 margin
 
 For ``"ge"``/``"le"`` the ``scale`` is ``tol`` when given (the distance from the bound
 that counts as a comfortable pass), else ``|p|`` (else 1). Array measurements are
-checked elementwise and the record keeps the smallest margin.
+checked elementwise (``predicted`` broadcasts) and the record keeps the smallest
+margin. A margin within 1e-9 of 0 counts as on the edge (round-off in ``m - p``), so passes. A non-finite measured or predicted value fails (margin ``-inf``).
 
 A claim that is shown but deliberately not asserted is recorded with
 ``status="measured"`` or ``status="not reproduced"`` and a ``reason``; it never
-raises. Statuses: ``checked`` (asserted), ``measured``, ``not reproduced``.
+raises (its margin is still computed when the numbers allow, for information).
+``exercises`` names the exercise notebooks (``"exercises/01_lora"``) or exercise
+labels that practise the claim; the claims page links them.
+
+Records carry a ``run`` id, renewed by :func:`set_chapter` (once per lesson
+execution): a ledger that several builds appended to is read back with
+:func:`latest_runs`, which keeps, per chapter, the records of its last execution.
 """
 
 from __future__ import annotations
@@ -36,29 +45,44 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["KINDS", "STATUSES", "ClaimRecord", "claim", "read_ledger", "set_chapter"]
+__all__ = ["FRAGILE", "KINDS", "PAGE_STATUSES", "STATUSES", "ClaimRecord", "claim", "latest_runs",
+           "read_ledger", "set_chapter"]
 
 KINDS = ("abs", "rel", "interval", "ge", "le", "equal")
 STATUSES = ("checked", "measured", "not reproduced")
+# Statuses the claims page shows; the last two come from book/claims_registry.yml, not from claim().
+PAGE_STATUSES = STATUSES + ("tested by unit tests", "planned")
 FRAGILE = 0.2  # a passing claim with a smaller margin is marked fragile on the claims page
+_EDGE = 1e-9  # a margin this close to 0 is at the edge (float round-off of m - p), not a failure
 
-_context: dict[str, Any] = {"chapter": None}
+
+def _new_run() -> str:
+    return f"{os.getpid()}-{time.time_ns()}"
+
+
+_context: dict[str, Any] = {"chapter": None, "run": _new_run()}
 
 
 def set_chapter(chapter: int | str) -> None:
-    """Name the chapter whose claims the following :func:`claim` calls record (once per lesson)."""
+    """Name the chapter whose claims the following :func:`claim` calls record (once per lesson).
+
+    It also starts a new run: the claims page shows, per chapter, the records of the last run.
+    """
+    if isinstance(chapter, bool) or not isinstance(chapter, (int, str)) or chapter == "":
+        raise TypeError(f"chapter must be an int or a non-empty str, got {chapter!r}")
     _context["chapter"] = chapter
+    _context["run"] = _new_run()
 
 
 @dataclass
 class ClaimRecord:
-    """One line of the ledger."""
+    """One line of the ledger (``margin`` is ``-inf`` when a value was not finite)."""
 
     label: str
     chapter: int | str | None
@@ -78,14 +102,28 @@ class ClaimRecord:
     device: str = ""
     version: str = ""
     time: float = 0.0
+    run: str = ""
+
+    @property
+    def fragile(self) -> bool:
+        """A checked claim that passed with a margin below :data:`FRAGILE`."""
+        return bool(self.passed) and self.margin is not None and self.margin < FRAGILE
 
     def line(self) -> str:
         """The one-line summary :func:`claim` prints."""
         tol = "" if self.tolerance is None else f" (tolerance {_fmt(self.tolerance)}, {self.kind})"
+        if self.kind == "interval":
+            tol = " (interval)"
         verdict = {True: "PASS", False: "FAIL", None: self.status.upper()}[self.passed]
         margin = "" if self.margin is None else f", margin {self.margin:.2f}"
         return (f"[{verdict}] {self.label}: measured {_fmt(self.measured)} against predicted "
                 f"{_fmt(self.predicted)}{tol}{margin}")
+
+    def to_json(self) -> str:
+        """The record as one JSON line (non-finite floats become the strings ``"inf"``, ``"nan"``)."""
+        data = asdict(self)
+        data["margin"] = _plain(self.margin)
+        return json.dumps(data, allow_nan=False)
 
 
 def _fmt(x: Any) -> str:
@@ -102,7 +140,7 @@ def _plain(x: Any) -> Any:
         x = x.detach().cpu().numpy()
     if isinstance(x, np.ndarray):
         return [_plain(v) for v in x.tolist()] if x.ndim else _plain(x.item())
-    if isinstance(x, (np.generic,)):
+    if isinstance(x, np.generic):
         return _plain(x.item())
     if isinstance(x, (list, tuple)):
         return [_plain(v) for v in x]
@@ -115,10 +153,10 @@ def _array(x: Any, name: str, label: str) -> np.ndarray:
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
     try:
-        arr = np.asarray(x, dtype=float)
+        return np.asarray(x, dtype=float)
     except (TypeError, ValueError) as err:
-        raise TypeError(f"claim {label!r}: {name} must be a number or an array of numbers, got {x!r}") from err
-    return arr
+        raise TypeError(f"claim {label!r}: {name} must be a number or an array of numbers, "
+                        f"got {x!r}") from err
 
 
 def _margin(kind: str, m: np.ndarray, p: np.ndarray | None, tol: float | None,
@@ -135,72 +173,105 @@ def _margin(kind: str, m: np.ndarray, p: np.ndarray | None, tol: float | None,
     return np.minimum(1.0, gap / scale)
 
 
-def _validate(label: str, kind: str, status: str, predicted: Any, tol: float | None,
-              interval: Sequence[float] | None) -> None:
+def _finite_number(x: Any) -> bool:
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool) \
+        and math.isfinite(float(x))
+
+
+def _validate(label: Any, kind: str, status: str, predicted: Any, tol: Any,
+              interval: Sequence[float] | None, exercises: Any) -> None:
     if not isinstance(label, str) or not label:
         raise ValueError(f"label must be the proposition's label (a non-empty string), got {label!r}")
     if kind not in KINDS:
         raise ValueError(f"claim {label!r}: kind must be one of {KINDS}, got {kind!r}")
     if status not in STATUSES:
-        raise ValueError(f"claim {label!r}: status must be one of {STATUSES}, got {status!r}")
+        raise ValueError(f"claim {label!r}: status must be one of {STATUSES}, got {status!r} "
+                         "('tested by unit tests' and 'planned' belong in book/claims_registry.yml)")
+    if isinstance(exercises, str) or not all(isinstance(e, str) and e for e in exercises):
+        raise TypeError(f"claim {label!r}: exercises must be a list of non-empty strings, got {exercises!r}")
+    if tol is not None and not (_finite_number(tol) and tol > 0):
+        raise ValueError(f"claim {label!r}: tol must be a finite number > 0 (or None), got {tol!r}")
     if status != "checked":
         return
-    if kind in ("abs", "rel") and (tol is None or not (tol > 0) or not math.isfinite(tol)):
-        raise ValueError(f"claim {label!r}: kind {kind!r} needs a finite tol > 0, got {tol!r}")
-    if kind in ("ge", "le") and tol is not None and not (tol > 0 and math.isfinite(tol)):
-        raise ValueError(f"claim {label!r}: tol (the margin's scale) must be finite and > 0, got {tol!r}")
+    if kind in ("abs", "rel") and tol is None:
+        raise ValueError(f"claim {label!r}: kind {kind!r} needs a finite tol > 0, got None")
     if kind == "interval":
-        if interval is None or len(interval) != 2 or not interval[0] < interval[1]:
-            raise ValueError(f"claim {label!r}: kind 'interval' needs interval=(lo, hi) with lo < hi, "
-                             f"got {interval!r}")
-    elif predicted is None and status == "checked":
+        ok = (interval is not None and len(interval) == 2 and all(_finite_number(v) for v in interval)
+              and interval[0] < interval[1])
+        if not ok:
+            raise ValueError(f"claim {label!r}: kind 'interval' needs interval=(lo, hi), finite, with "
+                             f"lo < hi, got {interval!r}")
+    elif predicted is None:
         raise ValueError(f"claim {label!r}: kind {kind!r} needs a predicted value")
+
+
+def _evaluate(label: str, kind: str, measured: Any, predicted: Any, tol: float | None,
+              interval: Sequence[float] | None) -> tuple[bool, float]:
+    """``(passed, margin)`` of a check; raises ValueError/TypeError on inputs that cannot be compared."""
+    if kind == "equal":
+        try:
+            passed = bool(np.array_equal(np.asarray(measured), np.asarray(predicted)))
+        except Exception:  # noqa: BLE001 - objects numpy cannot compare
+            passed = bool(measured == predicted)
+        return passed, 1.0 if passed else -1.0
+    m = _array(measured, "measured", label)
+    p = None if kind == "interval" else _array(predicted, "predicted", label)
+    iv = None if interval is None else (float(interval[0]), float(interval[1]))
+    if p is not None:
+        try:
+            np.broadcast_shapes(m.shape, p.shape)
+        except ValueError:
+            raise ValueError(f"claim {label!r}: measured has shape {m.shape} and predicted {p.shape}; "
+                             "they must be equal or broadcast") from None
+    if m.size == 0:
+        raise ValueError(f"claim {label!r}: measured is empty")
+    if not np.all(np.isfinite(m)) or (p is not None and not np.all(np.isfinite(p))):
+        return False, -math.inf
+    if kind == "rel" and np.any(p == 0):
+        raise ValueError(f"claim {label!r}: kind 'rel' needs a non-zero predicted value (use 'abs')")
+    margin = float(np.min(_margin(kind, m, p, tol, iv)))
+    return margin >= -_EDGE, margin
 
 
 def claim(label: str, measured: Any, predicted: Any = None, *, statement: str, kind: str = "abs",
           tol: float | None = None, interval: Sequence[float] | None = None, status: str = "checked",
-          reason: str = "", source: str = "", exercises: Sequence[str] = (), chapter: int | str | None = None,
-          seed: int | None = None, quiet: bool = False) -> ClaimRecord:
+          reason: str = "", source: str = "", exercises: Sequence[str] = (),
+          chapter: int | str | None = None, seed: int | None = None, quiet: bool = False) -> ClaimRecord:
     """Check one claim, print measured against predicted, record it in the ledger, and return the record.
 
     ``label`` is the proposition's label (``"prop-rslora"``); ``statement`` a short sentence of
     what is claimed; ``measured`` and ``predicted`` numbers or arrays of the same shape (or
     anything comparable with ``==`` for ``kind="equal"``). See the module docstring for the kinds
     and the margin. ``status="measured"`` or ``"not reproduced"`` records without asserting (give
-    a ``reason``). ``seed`` defaults to ``LRKIT_SEED``; ``chapter`` to :func:`set_chapter`'s.
+    a ``reason``). ``source`` is the bibliography key; ``exercises`` the exercise notebooks that
+    practise the claim. ``seed`` defaults to ``LRKIT_SEED``; ``chapter`` to :func:`set_chapter`'s.
 
-    Raises ``AssertionError`` naming the claim when a checked claim fails.
+    Raises ``AssertionError`` naming the claim when a checked claim fails, ``ValueError`` or
+    ``TypeError`` on a bad kind, status, tolerance, interval or shape.
     """
-    _validate(label, kind, status, predicted, tol, interval)
+    _validate(label, kind, status, predicted, tol, interval, exercises)
+    if not isinstance(statement, str) or not statement.strip():
+        raise ValueError(f"claim {label!r}: statement must be a short non-empty sentence")
     passed: bool | None
     margin: float | None
-    if status != "checked":
-        passed, margin = None, None
-    elif kind == "equal":
-        try:
-            passed = bool(np.array_equal(np.asarray(measured), np.asarray(predicted)))
-        except Exception:  # noqa: BLE001 - objects numpy cannot compare
-            passed = bool(measured == predicted)
-        margin = 1.0 if passed else -1.0
+    if status == "checked":
+        passed, margin = _evaluate(label, kind, measured, predicted, tol, interval)
     else:
-        m = _array(measured, "measured", label)
-        p = None if kind == "interval" else _array(predicted, "predicted", label)
-        iv = None if interval is None else (float(interval[0]), float(interval[1]))
-        if not np.all(np.isfinite(m)):
-            passed, margin = False, -math.inf
-        else:
-            margins = _margin(kind, m, p, tol, iv)
-            margin = float(np.min(margins))
-            passed = bool(margin >= 0)
+        passed, margin = None, None
+        try:  # informative only: how far a shown-but-not-asserted claim is from its tolerance
+            if kind == "equal" or tol is not None or (kind == "interval" and interval is not None):
+                margin = _evaluate(label, kind, measured, predicted, tol, interval)[1]
+        except (TypeError, ValueError):
+            margin = None
     from .env import get_device, get_scale, get_seed  # late: env imports torch
 
     record = ClaimRecord(
         label=label, chapter=chapter if chapter is not None else _context["chapter"], statement=statement,
         measured=_plain(measured), predicted=_plain(interval if kind == "interval" else predicted),
-        tolerance=tol, kind=kind, status=status, passed=passed,
-        margin=None if margin is None else (margin if math.isfinite(margin) else -1e9),
-        source=source, reason=reason, exercises=list(exercises), scale=get_scale(),
-        seed=get_seed() if seed is None else seed, device=str(get_device()), version=_version(), time=time.time())
+        tolerance=None if tol is None else float(tol), kind=kind, status=status, passed=passed,
+        margin=margin, source=source, reason=reason, exercises=list(exercises), scale=get_scale(),
+        seed=get_seed() if seed is None else seed, device=str(get_device()), version=_version(),
+        time=time.time(), run=_context["run"])
     if not quiet:
         print(record.line() + (f"  ({reason})" if reason and passed is None else ""))
     _append(record)
@@ -222,19 +293,48 @@ def _append(record: ClaimRecord) -> None:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     with p.open("a", encoding="utf-8") as fh:
-        fh.write(json.dumps(asdict(record), allow_nan=False) + "\n")
+        fh.write(record.to_json() + "\n")
+
+
+_FIELDS = {f.name for f in fields(ClaimRecord)}
 
 
 def read_ledger(path: str | os.PathLike[str]) -> list[ClaimRecord]:
-    """Every record of a ledger file, in the order written (later records of a label win on the page)."""
+    """Every record of a ledger file, in the order written (unknown keys are ignored)."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"no ledger at {p} (set LRKIT_LEDGER and execute the lessons first)")
     records = []
     for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                records.append(ClaimRecord(**json.loads(line)))
-            except (json.JSONDecodeError, TypeError) as err:
-                raise ValueError(f"{p}:{n}: not a ledger record ({err})") from err
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+            rec = ClaimRecord(**{k: v for k, v in data.items() if k in _FIELDS})
+        except (json.JSONDecodeError, TypeError, AttributeError) as err:
+            raise ValueError(f"{p}:{n}: not a ledger record ({err})") from err
+        if isinstance(rec.margin, str):
+            rec.margin = float(rec.margin)
+        records.append(rec)
     return records
+
+
+def latest_runs(records: Iterable[ClaimRecord]) -> list[ClaimRecord]:
+    """Per chapter, the records of its last run (in order); a re-executed lesson replaces its old records.
+
+    A run is one execution of a lesson (:func:`set_chapter` starts it); records without a run id
+    fall back to one run per chapter, where a later record of the same label replaces an earlier one.
+    """
+    records = list(records)
+    last_run: dict[Any, str] = {}
+    for r in records:
+        last_run[r.chapter] = r.run
+    kept = [r for r in records if r.run == last_run[r.chapter]]
+    out: dict[tuple[Any, str, int], ClaimRecord] = {}
+    seen: dict[tuple[Any, str, str], int] = {}
+    for r in kept:
+        key3 = (r.chapter, r.run, r.label)
+        seen[key3] = seen.get(key3, 0) + 1
+        index = seen[key3] if r.run else 1
+        out[(r.chapter, r.label, index)] = r
+    return list(out.values())

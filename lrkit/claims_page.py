@@ -1,0 +1,329 @@
+"""The claims page, generated: every claim of the course, per chapter, from the ledger.
+
+The book build executes the lessons with ``LRKIT_LEDGER`` set (:mod:`lrkit.claims`),
+then renders this module's Markdown into ``book/claims.md`` (the Sphinx hook in
+``book/_ext/lrkit_book.py`` reads that page after every lesson). Two inputs only:
+
+* the ledger: one record per :func:`lrkit.claim` call; per chapter the last run counts;
+* ``book/claims_registry.yml``: the claims no lesson cell checks (``tested by unit
+  tests``, ``planned``), each with ``chapter``, ``statement``, ``source``, ``status`` and
+  optionally ``label``, ``tests``, ``exercises``.
+
+Every cross-reference is checked before it is written (proposition labels, citation
+keys, exercise pages): a missing one becomes plain text and a warning in
+:attr:`ClaimsPage.warnings`, so the page builds under ``-W -n``.
+
+Command line (writes the Markdown table, prints the warnings)::
+
+    python -m lrkit.claims_page --ledger _build/claims/ledger.jsonl --out _build/claims/claims_table.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from .claims import FRAGILE, PAGE_STATUSES, ClaimRecord, latest_runs, read_ledger
+
+__all__ = ["BookIndex", "ClaimsPage", "claim_keys", "format_value", "load_registry", "render"]
+
+_LABEL = re.compile(r"^\s*:label:\s*(\S+)", re.M)
+_TARGET = re.compile(r"^\s*\(([\w.:-]+)\)=\s*$", re.M)
+_BIBKEY = re.compile(r"@\w+\s*\{\s*([^,\s]+)\s*,")
+_TITLE = re.compile(r"^#\s+(.+?)\s*$", re.M)
+_LOOKS_LIKE_KEY = re.compile(r"^[a-z][a-z0-9_-]*\d{4}[a-z0-9_-]*$")
+
+
+@dataclass
+class BookIndex:
+    """What the page may link to: documents in the table of contents, labels, citation keys."""
+
+    docs: list[str] = field(default_factory=list)
+    labels: set[str] = field(default_factory=set)
+    bibkeys: set[str] = field(default_factory=set)
+    titles: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_root(cls, root: str | Path, toc: str = "_toc.yml",
+                  bib: Iterable[str] = ("book/references.bib",)) -> "BookIndex":
+        """Scan a book checkout: ``_toc.yml``, the sources it names, and the ``.bib`` files."""
+        import yaml  # book and test extras
+
+        root = Path(root)
+        docs = _toc_files(yaml.safe_load((root / toc).read_text(encoding="utf-8")))
+        index = cls(docs=docs)
+        for doc in docs:
+            for suffix in (".ipynb", ".md"):
+                path = root / (doc + suffix)
+                if path.is_file():
+                    text = _source_text(path)
+                    index.labels |= set(_LABEL.findall(text)) | set(_TARGET.findall(text))
+                    title = _TITLE.search(text)
+                    if title:
+                        index.titles[doc] = title.group(1)
+        for b in bib:
+            if (root / b).is_file():
+                index.bibkeys |= set(_BIBKEY.findall((root / b).read_text(encoding="utf-8")))
+        return index
+
+    def chapter_doc(self, chapter: Any, folder: str = "lessons") -> str | None:
+        """``lessons/01_lora`` for chapter 1 (the toc entry whose name starts with the number)."""
+        try:
+            n = int(chapter)
+        except (TypeError, ValueError):
+            return None
+        hits = [d for d in self.docs if re.fullmatch(rf"{folder}/0*{n}_[^/]+", d)]
+        return hits[0] if hits else None
+
+
+def _toc_files(node: Any) -> list[str]:
+    out: list[str] = []
+    if isinstance(node, dict):
+        for key in ("root", "file"):
+            if isinstance(node.get(key), str):
+                out.append(re.sub(r"\.(md|ipynb)$", "", node[key]))
+        for value in node.values():
+            if isinstance(value, (list, dict)):
+                out += _toc_files(value)
+    elif isinstance(node, list):
+        for item in node:
+            out += _toc_files(item)
+    return out
+
+
+def _source_text(path: Path) -> str:
+    if path.suffix != ".ipynb":
+        return path.read_text(encoding="utf-8")
+    cells = json.loads(path.read_text(encoding="utf-8")).get("cells", [])
+    return "\n".join("".join(c.get("source", "")) for c in cells if c.get("cell_type") == "markdown")
+
+
+def load_registry(path: str | Path) -> list[dict[str, Any]]:
+    """The hand-kept claims (``tested by unit tests`` / ``planned``), validated."""
+    import yaml
+
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    entries = data.get("claims", []) if isinstance(data, dict) else data
+    for n, e in enumerate(entries):
+        where = f"{path}: claims[{n}]"
+        if not isinstance(e, dict):
+            raise ValueError(f"{where}: must be a mapping, got {e!r}")
+        for key in ("chapter", "statement", "status"):
+            if key not in e:
+                raise ValueError(f"{where}: missing {key!r}")
+        if e["status"] not in PAGE_STATUSES:
+            raise ValueError(f"{where}: status must be one of {PAGE_STATUSES}, got {e['status']!r}")
+    return entries
+
+
+def claim_keys(records: Iterable[ClaimRecord]) -> list[tuple[Any, str, int]]:
+    """``(chapter, label, k)``: the k-th record of that label in its run; stable across seeds."""
+    seen: dict[tuple[Any, str, str], int] = {}
+    keys = []
+    for r in records:
+        k = (r.chapter, r.run, r.label)
+        seen[k] = seen.get(k, 0) + 1
+        keys.append((r.chapter, r.label, seen[k]))
+    return keys
+
+
+def format_value(x: Any, digits: int = 4) -> str:
+    """A number, or an array in short (``[0.1, 0.2, …] (8 values)``)."""
+    if isinstance(x, bool) or x is None:
+        return str(x)
+    if isinstance(x, (int, float)):
+        return f"{x:.{digits}g}" if isinstance(x, float) else str(x)
+    if isinstance(x, list):
+        flat = _flatten(x)
+        shown = ", ".join(format_value(v, digits) for v in flat[:4])
+        return f"[{shown}]" if len(flat) <= 4 else f"[{shown}, …] ({len(flat)} values)"
+    return str(x)
+
+
+def _flatten(x: list[Any]) -> list[Any]:
+    out: list[Any] = []
+    for v in x:
+        out += _flatten(v) if isinstance(v, list) else [v]
+    return out
+
+
+def _tolerance(r: ClaimRecord) -> str:
+    t = "" if r.tolerance is None else format_value(r.tolerance, 3)
+    if r.kind == "abs":
+        return f"± {t}"
+    if r.kind == "rel":
+        return f"± {t} × predicted"
+    if r.kind == "interval":
+        return "in the interval"
+    if r.kind in ("ge", "le"):
+        return (">= predicted" if r.kind == "ge" else "<= predicted") + (f" (scale {t})" if t else "")
+    return "exactly"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ").strip()
+
+
+class ClaimsPage:
+    """Renders the per-chapter tables; collects a warning for each link it could not make."""
+
+    def __init__(self, index: BookIndex, seeds: dict[tuple[Any, str, int], dict[str, Any]] | None = None):
+        self.index = index
+        self.seeds = seeds or {}
+        self.warnings: list[str] = []
+
+    def prop(self, label: str | None) -> str:
+        if not label:
+            return ""
+        if label in self.index.labels:
+            return f"{{prf:ref}}`{label}`"
+        self.warnings.append(f"proposition label {label!r} not found in any page of the book")
+        return f"`{label}`"
+
+    def cite(self, source: str) -> str:
+        keys = [k.strip() for k in source.split(",") if k.strip()]
+        if keys and all(k in self.index.bibkeys for k in keys):
+            return f"{{cite:p}}`{','.join(keys)}`"
+        for k in keys:
+            if k not in self.index.bibkeys and _LOOKS_LIKE_KEY.match(k):
+                self.warnings.append(f"citation key {k!r} not in the bibliography")
+        return _cell(source) or "—"
+
+    def exercise(self, name: str) -> str:
+        doc = name.split("#")[0].removesuffix(".ipynb").strip("/")
+        if doc in self.index.docs:
+            return f"{{doc}}`/{doc}`"
+        if name in self.index.labels:
+            return f"{{ref}}`{name}`"
+        self.warnings.append(f"exercise {name!r} is neither a page of the book nor a label")
+        return f"`{name}`"
+
+    def status(self, r: ClaimRecord) -> str:
+        if r.status != "checked":
+            return r.status
+        if r.passed is False:
+            return "**FAILED**"
+        return "checked, **fragile**" if r.fragile else "checked"
+
+    def row(self, r: ClaimRecord, key: tuple[Any, str, int]) -> str:
+        claim = (self.prop(r.label) + ": " if r.label else "") + _cell(r.statement)
+        if r.reason:
+            claim += f" *({_cell(r.reason)})*"
+        mp = f"{format_value(r.measured)} vs {format_value(r.predicted)} ({_tolerance(r)})"
+        margin = "—" if r.margin is None else f"{r.margin:.2f}"
+        if r.margin is not None and r.status != "checked":
+            margin += " (not asserted)"
+        cells = [claim, self.cite(r.source), self.status(r), _cell(mp), margin]
+        if self.seeds:
+            s = self.seeds.get(key)
+            cells.append("—" if not s else f"{s['passed']}/{s['runs']}, min {s['min_margin']:.2f}")
+        cells.append(", ".join(self.exercise(e) for e in r.exercises) or "—")
+        return "| " + " | ".join(cells) + " |"
+
+    def registry_row(self, e: dict[str, Any]) -> str:
+        claim = (self.prop(e.get("label")) + ": " if e.get("label") else "") + _cell(e["statement"])
+        tests = ", ".join(f"`{t}`" for t in e.get("tests", []))
+        cells = [claim, self.cite(str(e.get("source", ""))), e["status"], tests or "—", "—"]
+        if self.seeds:
+            cells.append("—")
+        cells.append(", ".join(self.exercise(x) for x in e.get("exercises", [])) or "—")
+        return "| " + " | ".join(cells) + " |"
+
+    def header(self) -> str:
+        cols = ["claim", "source", "status", "measured vs predicted (tolerance)", "margin"]
+        cols += ["seeds passed, min margin"] if self.seeds else []
+        cols += ["practised in"]
+        return "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols)
+
+    def render(self, records: list[ClaimRecord], registry: list[dict[str, Any]]) -> str:
+        latest = latest_runs(records)
+        keys = dict(zip(map(id, latest), claim_keys(latest)))
+        chapters: dict[Any, list[str]] = {}
+        lesson_chapters = [d for d in self.index.docs if d.startswith("lessons/")]
+        order = [int(re.match(r"lessons/0*(\d+)", d).group(1)) for d in lesson_chapters
+                 if re.match(r"lessons/0*(\d+)", d)]
+        for n in order:
+            chapters[n] = []
+        for r in latest:
+            chapters.setdefault(_chapter_key(r.chapter), []).append(self.row(r, keys[id(r)]))
+        for e in registry:
+            chapters.setdefault(_chapter_key(e["chapter"]), []).append(self.registry_row(e))
+        out = []
+        for ch, rows in sorted(chapters.items(), key=lambda kv: _sort_key(kv[0])):
+            out.append(self._section(ch, rows, has_records=any(_chapter_key(r.chapter) == ch for r in latest)))
+        return "\n\n".join(out) + "\n"
+
+    def _section(self, ch: Any, rows: list[str], has_records: bool) -> str:
+        lesson = self.index.chapter_doc(ch)
+        if lesson is None:
+            head = "## Planned chapters" if ch in ("later", "planned") else f"## Chapter {ch}"
+            lines = [head, ""]
+        else:
+            title = self.index.titles.get(lesson, lesson)
+            lines = [f"## {ch}. {_cell(title)}", ""]
+            links = [f"Lesson: {{doc}}`/{lesson}`"]
+            ex = self.index.chapter_doc(ch, "exercises")
+            if ex:
+                links.append(f"exercises: {{doc}}`/{ex}`")
+            lines += ["; ".join(links) + ".", ""]
+        if lesson is not None and not has_records:
+            self.warnings.append(f"chapter {ch}: no claim records in the ledger (lesson not executed "
+                                 "with LRKIT_LEDGER set, or it calls no lrkit.claim)")
+            lines += ["*No claim records yet: this lesson has not been executed with the ledger on.*", ""]
+        if rows:
+            lines += [self.header()] + rows
+        return "\n".join(lines)
+
+
+def _chapter_key(ch: Any) -> Any:
+    try:
+        return int(ch)
+    except (TypeError, ValueError):
+        return str(ch)
+
+
+def _sort_key(ch: Any) -> tuple[int, Any]:
+    return (0, ch) if isinstance(ch, int) else (1, str(ch))
+
+
+def render(ledger: str | Path | None, registry: str | Path | None, root: str | Path = ".",
+           seeds: str | Path | None = None) -> tuple[str, list[str]]:
+    """The page's Markdown and the warnings; a missing ledger renders the registry alone."""
+    index = BookIndex.from_root(root)
+    records = read_ledger(ledger) if ledger and Path(ledger).is_file() else []
+    entries = load_registry(registry) if registry and Path(registry).is_file() else []
+    seed_table = None
+    if seeds and Path(seeds).is_file():
+        rows = json.loads(Path(seeds).read_text(encoding="utf-8"))
+        seed_table = {(_chapter_key(r["chapter"]), r["label"], r["index"]): r for r in rows}
+    page = ClaimsPage(index, seed_table)
+    text = page.render(records, entries)
+    if ledger and not records:
+        page.warnings.append(f"no ledger records at {ledger}")
+    return text, page.warnings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lrkit.claims_page", description=__doc__.split("\n")[0])
+    parser.add_argument("--ledger", default="_build/claims/ledger.jsonl")
+    parser.add_argument("--registry", default="book/claims_registry.yml")
+    parser.add_argument("--seeds", default=None, help="seeds summary JSON from python -m lrkit.claims_runs")
+    parser.add_argument("--root", default=".")
+    parser.add_argument("--out", default="_build/claims/claims_table.md")
+    args = parser.parse_args(argv)
+    text, warnings = render(args.ledger, args.registry, args.root, args.seeds)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(text, encoding="utf-8")
+    for w in warnings:
+        print(f"claims page: warning: {w}", file=sys.stderr)
+    print(f"claims page: wrote {args.out} ({len(warnings)} warnings)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
