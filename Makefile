@@ -12,7 +12,7 @@ export PYTHONHASHSEED := 0
 # Small CPU experiments are faster on one thread, and far faster when the cores are shared.
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: all venv test test-fast lint unit notebooks book exercises bench clean
+.PHONY: all venv test test-fast lint unit notebooks book exercises bench clean claims-seeds claims-full
 all: test
 
 $(STAMP): pyproject.toml ci/constraints.txt
@@ -45,8 +45,11 @@ test: unit notebooks
 exercises: $(STAMP)
 	$(PY) -m lrkit.course make-exercises
 
+# The build executes every lesson with LRKIT_LEDGER set; the claims page (book/claims.md)
+# is generated from that ledger after the last lesson ran (book/_ext/lrkit_book.py).
+LEDGER ?= $(CURDIR)/_build/claims/ledger.jsonl
 book: $(STAMP)
-	$(VENV)/bin/jupyter-book build . -W -n --keep-going
+	LRKIT_LEDGER=$(LEDGER) $(VENV)/bin/jupyter-book build . -W -n --keep-going
 	$(PY) -m lrkit.course check-leaks _build/html
 	@echo "Book built: open _build/html/index.html"
 
@@ -56,3 +59,13 @@ bench: $(STAMP)
 
 clean:
 	rm -rf _build .pytest_cache
+
+# Every lesson at small scale for seeds 0-4 (two kernels at a time): per claim, how many
+# seeds pass and the smallest margin (_build/claims/seeds/claims.md, .csv); a later
+# `make book` shows them on the claims page.
+claims-seeds: $(STAMP)
+	$(PY) -m lrkit.claims_runs seeds --seeds 0-4 --jobs 2 --out _build/claims/seeds lessons/*.ipynb
+
+# Every lesson once at LRKIT_SCALE=full: its ledger and each lesson's time (_build/claims/full/).
+claims-full: $(STAMP)
+	$(PY) -m lrkit.claims_runs full --out _build/claims/full lessons/*.ipynb
