@@ -66,7 +66,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lrkit.course",
                                      description="Exercises from solutions, self-checks and grading.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("make-exercises", help="write exercises/ from solutions/")
     p.add_argument("--solutions", default="solutions")
     p.add_argument("--exercises", default="exercises")
@@ -93,6 +93,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+")
     p.add_argument("--solutions", default="solutions")
     p.set_defaults(run=_cmd_check_leaks)
+    from .colab import add_colab_command
+    from .install import add_install_command
+
+    add_colab_command(sub)
+    add_install_command(sub)
+    sub._choices_actions = [a for a in sub._choices_actions if a.help != argparse.SUPPRESS]  # hide _worker
     return parser
 
 
