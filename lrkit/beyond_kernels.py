@@ -1,0 +1,287 @@
+"""Low-rank fine-tuning beyond kernels: a rank-1 change learned by spherical online SGD (Chapter 9).
+
+Follows Dayi and Chen, "Low-rank fine-tuning lies between lazy training and feature learning"
+(COLT 2025; arXiv 2411.15385, "Gradient dynamics for low-rank fine-tuning beyond kernels").
+
+**Model.** Inputs ``x ~ N(0, I_d)``; the base network of width ``k`` is ``f(x) = lam . sigma(W x)``
+with ``W`` of shape ``(k, d)`` (unit rows). The teacher perturbs it by a rank-1 matrix,
+``f*(x) = lam . sigma((W + xi c u^T) x)``, with ``u`` a unit vector orthogonal to every row of ``W``
+and ``c`` in ``{+-1/sqrt(k)}^k`` (LoRA language: ``c`` is the output-side factor ``B``, ``u`` the
+input-side factor ``A``). The student ``f_u(x) = lam . sigma((W + xi c_hat u_hat^T) x)`` has its
+output-side factor ``c_hat`` frozen (random in the paper; equal to ``c`` in our aligned instance)
+and trains only ``u_hat`` on the unit sphere of ``span(W)^perp``:
+
+    u_hat <- normalise(u_hat - lr (I - u_hat u_hat^T) P grad_u L(u_hat; x_t)),  L = (f*(x) - f_u(x))^2,
+
+one fresh ``x_t`` per step (:func:`sgd_step`; ``P`` projects onto ``span(W)^perp``). ``W = 0`` is the
+GLM ("from scratch"): with ``lam = 1/k``, ``c = c_hat = 1/sqrt(k)`` and ``xi = sqrt(k)``, ``f* = sigma(u . x)``.
+The linearised (kernel) student replaces ``f_u`` by its first-order expansion around the base model,
+``f(x) + xi sum_j lam_j c_hat_j sigma'(w_j . x) (u_hat . x)``.
+
+**Reduced coordinates** (our derivation). ``P x`` is independent of ``W x`` and standard Gaussian
+on the ``d' = d - k`` dimensional complement, so with orthonormal rows the loss depends on ``x``
+only through ``g = W x ~ N(0, I_k)``, ``a = u . x`` and ``b = u_hat . x``; :func:`simulate` draws
+``g`` and a ``d'``-vector, which is the same process in distribution at ``O(d)`` cost per step
+(:func:`lrkit.spherical_sgd.simulate` runs many seeds and sizes at once this way).
+
+**Drift** (our derivation, matching the paper's Prop. 4). The population spherical gradient is
+``-h(m) (u - m u_hat)`` with ``m = <u_hat, u>`` and
+
+    h(m) = 2 xi^2 sum_{i,j} lam_i lam_j c_i c_hat_j E[sigma'(z*_i) sigma'(z_j)],
+    Cov(z*_i, z_j) = <w_i, w_j> + xi^2 c_i c_hat_j m,  Var = |w_i|^2 + xi^2 / k,
+
+evaluated by Mehler's formula (:func:`lrkit.hermite.derivative_kernel`); so the overlap moves on
+average by ``lr h(m) (1 - m^2)`` per step, minus the sphere's noise-induced pull
+``lr^2 (d' - 1) V(m) m / 2`` with ``V(m) = E[(dL/db)^2]`` (:meth:`Setting.noise`, our derivation).
+With ``W != 0`` the diagonal terms ``i = j`` have correlation of order one at ``m = 0``, so every
+Hermite coefficient enters ``h(0)``; in the GLM ``h(m) = 2 sum_p p mu_p^2 m^(p-1)`` vanishes to the
+order of the information exponent minus one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ._validate import choice, positive_float, positive_int
+from .env import generator
+from .hermite import Activation, activation, derivative_kernel
+
+__all__ = ["MODELS", "Setting", "Task", "aligned", "glm", "faithful", "make_task", "outputs", "overlap_ode", "safe_lr",
+           "sgd_step", "steps_theory"]
+
+MODELS = ("network", "linear")
+
+
+def _unit_entries(v: torch.Tensor, name: str, k: int) -> None:
+    if v.shape != (k,) or not torch.allclose(v.abs(), torch.full_like(v, 1 / math.sqrt(k)), atol=1e-6):
+        raise ValueError(f"{name} must have shape ({k},) with entries +-1/sqrt(k) (the paper's Assumption 3)")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What the dynamics of the overlap depend on: ``k``, ``xi``, the activation, ``lam``, ``c``, ``c_hat``,
+    and whether the base weights are present (orthonormal rows) or zero (the GLM)."""
+
+    k: int
+    xi: float
+    act: Activation
+    lam: torch.Tensor
+    c: torch.Tensor
+    c_hat: torch.Tensor
+    base: bool = True
+
+    def __post_init__(self) -> None:
+        positive_int(self.k, "k")
+        positive_float(self.xi, "xi")
+        for name in ("lam", "c", "c_hat"):
+            object.__setattr__(self, name, torch.as_tensor(getattr(self, name), dtype=torch.float64).cpu())
+        if self.lam.shape != (self.k,):
+            raise ValueError(f"lam must have shape ({self.k},), got {tuple(self.lam.shape)}")
+        _unit_entries(self.c, "c", self.k)
+        _unit_entries(self.c_hat, "c_hat", self.k)
+
+    @property
+    def var(self) -> float:
+        """Variance of every pre-activation: ``|w_i|^2 + xi^2 / k``."""
+        return float(self.base) + self.xi ** 2 / self.k
+
+    def h(self, m: torch.Tensor | float) -> torch.Tensor:
+        """The drift coefficient ``h(m)`` (module docstring), exact up to the Hermite series' truncation."""
+        m = torch.as_tensor(m, dtype=torch.float64)
+        cc = self.xi ** 2 * torch.outer(self.c, self.c_hat)  # (k, k)
+        cov = float(self.base) * torch.eye(self.k, dtype=torch.float64) + cc * m[..., None, None]
+        ker = derivative_kernel(self.act, cov, self.var)
+        return 2 * (torch.outer(self.lam, self.lam) * cc * ker).sum((-2, -1))
+
+    def _draw(self, m: float, n: int, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
+        g = torch.randn(n, self.k, generator=gen, dtype=torch.float64) * float(self.base)
+        a, e = torch.randn(2, n, generator=gen, dtype=torch.float64)
+        return g, a, m * a + math.sqrt(max(1 - m * m, 0.0)) * e
+
+    def outputs(self, g: torch.Tensor, a: torch.Tensor, b: torch.Tensor, model: str = "network"
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Teacher output ``y``, student output ``y_hat`` and ``dL/db`` (``grad_u L = dL/db * x``).
+
+    ``g`` ``(..., k)`` the base pre-activations ``W x``, ``a = u . x``, ``b = u_hat . x`` ``(...)``; ``lam``, ``c``,
+    ``ch`` ``(k,)`` or ``(..., k)``; ``model`` "network" or "linear" (the student linearised around the base).
+    """
+        return outputs(self.act, self.xi, self.lam, self.c, self.c_hat, g, a, b, model)
+
+    def noise(self, m: torch.Tensor, n: int = 20000, seed: int = 0) -> torch.Tensor:
+        """``V(m) = E[(dL/db)^2]`` at overlaps ``m`` (Monte Carlo with ``n`` samples, common random numbers)."""
+        gen = generator(seed)
+        g, a, e = self._draw(0.0, n, gen)
+        out = []
+        for mm in torch.as_tensor(m, dtype=torch.float64).reshape(-1).tolist():
+            out.append(self.outputs(g, a, mm * a + math.sqrt(max(1 - mm * mm, 0.0)) * e)[2].pow(2).mean())
+        return torch.stack(out).reshape(torch.as_tensor(m).shape)
+
+    def loss(self, m: float, model: str = "network", n: int = 200000, seed: int = 0) -> tuple[float, float]:
+        """``(E[(f* - f_u)^2], E[(f* - f)^2])`` at overlap ``m``: the student's and the base model's loss."""
+        choice(model, "model", MODELS)
+        g, a, b = self._draw(m, n, generator(seed))
+        y, yh, _ = self.outputs(g, a, b, model)
+        base = (self.lam * self.act(g)).sum(-1)
+        return float((y - yh).pow(2).mean()), float((y - base).pow(2).mean())
+
+
+def outputs(act: Activation, xi: float, lam: torch.Tensor, c: torch.Tensor, ch: torch.Tensor, g: torch.Tensor,
+             a: torch.Tensor, b: torch.Tensor, model: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    y = (lam * act(g + xi * c * a[..., None])).sum(-1)
+    if model == "network":
+        zh = g + xi * ch * b[..., None]
+        yh = (lam * act(zh)).sum(-1)
+        slope = xi * (lam * ch * act.grad(zh)).sum(-1)
+    else:  # the linearised student around the base model
+        slope = xi * (lam * ch * act.grad(g)).sum(-1)
+        yh = (lam * act(g)).sum(-1) + slope * b
+    return y, yh, -2 * (y - yh) * slope
+
+
+def aligned(k: int, act: str | Activation = "relu", xi: float | None = None) -> Setting:
+    """Our aligned instance: ``lam = c = c_hat = 1/sqrt(k)``, ``xi = sqrt(k)`` by default (papers.md item A [C])."""
+    one = torch.full((positive_int(k, "k"),), 1 / math.sqrt(k), dtype=torch.float64)
+    return Setting(k, math.sqrt(k) if xi is None else xi, activation(act), one, one, one)
+
+
+def glm(act: str | Activation = "relu", k: int = 1) -> Setting:
+    """The GLM as the paper's special case: ``W = 0``, ``lam = 1/k``, ``c = c_hat = 1/sqrt(k)``, ``xi = sqrt(k)``,
+    so ``f*(x) = sigma(u . x)``."""
+    one = torch.full((positive_int(k, "k"),), 1 / math.sqrt(k), dtype=torch.float64)
+    return Setting(k, math.sqrt(k), activation(act), one / math.sqrt(k), one, one, base=False)
+
+
+def faithful(k: int, act: str | Activation = "relu", xi: float | None = None, seed: int = 0) -> Setting:
+    """The paper's setting: ``lam = 1``, ``c`` and ``c_hat`` independent and uniform on ``{+-1/sqrt(k)}^k``."""
+    gen = generator(seed)
+    sign = lambda: torch.randint(0, 2, (k,), generator=gen).double() * 2 - 1  # noqa: E731
+    c, ch = sign() / math.sqrt(k), sign() / math.sqrt(k)
+    return Setting(k, 0.5 * math.sqrt(k) if xi is None else xi, activation(act), torch.ones(k, dtype=torch.float64),
+                   c, ch)
+
+
+@dataclass(frozen=True)
+class Task:
+    """One instance in full coordinates: ``W`` ``(k, d)``, orthonormal rows (zero for the GLM), and ``u`` ``(d,)``."""
+
+    setting: Setting
+    W: torch.Tensor
+    u: torch.Tensor
+
+    def __post_init__(self) -> None:
+        k, d = self.W.shape
+        if k != self.setting.k or self.u.shape != (d,):
+            raise ValueError(f"W must be (k, d) = ({self.setting.k}, d) and u (d,), got {tuple(self.W.shape)}, "
+                             f"{tuple(self.u.shape)}")
+        if abs(float(self.u.norm()) - 1) > 1e-6:
+            raise ValueError(f"u must be a unit vector, got norm {float(self.u.norm()):.6g}")
+        if float((self.W @ self.u).abs().max()) > 1e-6:
+            raise ValueError("u must be orthogonal to every row of W (u in span(W)^perp; the paper's Assumption 2), "
+                             f"got max |<w_i, u>| = {float((self.W @ self.u).abs().max()):.3g}")
+
+    def project(self, v: torch.Tensor) -> torch.Tensor:
+        """``v`` with its component in ``span(W)`` removed (rows of ``W`` orthonormal), any batch shape ``(..., d)``."""
+        return v - (v @ self.W.T) @ self.W
+
+    def forward(self, x: torch.Tensor, u_hat: torch.Tensor | None = None, model: str = "network") -> torch.Tensor:
+        """``f*(x)`` (``u_hat=None``) or the student's output; ``x`` ``(..., d)``, ``u_hat`` broadcast against it."""
+        s = self.setting
+        g = x @ self.W.T
+        if u_hat is None:
+            return (s.lam * s.act(g + s.xi * s.c * (x @ self.u)[..., None])).sum(-1)
+        return outputs(s.act, s.xi, s.lam, s.c, s.c_hat, g, x @ self.u, (x * u_hat).sum(-1), model)[1]
+
+
+def make_task(setting: Setting, d: int, seed: int = 0) -> tuple[Task, torch.Tensor]:
+    """A task of input dimension ``d`` and a start ``u_hat_0``, both uniform on the sphere of ``span(W)^perp``."""
+    d = positive_int(d, "d")
+    k = setting.k
+    if setting.base and d <= k:
+        raise ValueError(f"d must exceed k = {k} so that span(W)^perp is not empty, got d={d}")
+    gen = generator(seed)
+    Q, _ = torch.linalg.qr(torch.randn(d, d, generator=gen, dtype=torch.float64))
+    W = Q[:, :k].T.clone() if setting.base else torch.zeros(k, d, dtype=torch.float64)
+    r = k if setting.base else 0
+    u, u0 = (Q[:, r:] @ torch.randn(d - r, generator=gen, dtype=torch.float64) for _ in range(2))
+    return Task(setting, W, u / u.norm()), u0 / u0.norm()
+
+
+def sgd_step(task: Task, u_hat: torch.Tensor, x: torch.Tensor, lr: float, model: str = "network") -> torch.Tensor:
+    """One projected spherical online-SGD step for a batch: ``u_hat`` and ``x`` of shape ``(S, d)``, one sample each.
+
+    ``grad = P grad_u L``, ``grad <- grad - <grad, u_hat> u_hat``, ``u_hat <- (u_hat - lr grad) / ||...||``.
+    """
+    positive_float(lr, "lr")
+    choice(model, "model", MODELS)
+    if abs(float(u_hat.norm(dim=-1).max()) - 1) > 1e-6 or abs(float(u_hat.norm(dim=-1).min()) - 1) > 1e-6:
+        raise ValueError("u_hat must hold unit vectors (one per row)")
+    s = task.setting
+    dldb = outputs(s.act, s.xi, s.lam, s.c, s.c_hat, x @ task.W.T, x @ task.u, (x * u_hat).sum(-1), model)[2]
+    grad = task.project(dldb[..., None] * x)
+    grad = grad - (grad * u_hat).sum(-1, keepdim=True) * u_hat
+    new = u_hat - lr * grad
+    return new / new.norm(dim=-1, keepdim=True)
+
+
+def steps_theory(setting: Setting, d: int, lr: float, m0: float | np.ndarray = 0.0, threshold: float = 0.9,
+                 points: int = 400, noise_samples: int = 20000) -> float | np.ndarray:
+    """Steps for the mean overlap to go from ``m0`` (a number or an array of starts) to ``threshold``
+    (our derivation): ``dm/dt = lr [h(m)(1 - m^2) - lr (d' - 1) V(m) m / 2]``; ``inf`` where the drift
+    vanishes on the way (the start is stuck on average)."""
+    positive_float(lr, "lr")
+    starts = np.asarray(m0, dtype=float)
+    if not (np.all(starts > -1) and np.all(starts < threshold) and threshold < 1):
+        raise ValueError(f"need -1 < m0 < threshold < 1, got m0 in [{starts.min()}, {starts.max()}], "
+                         f"threshold={threshold}")
+    dp = positive_int(d, "d") - setting.k * setting.base
+    m = torch.linspace(float(starts.min()), threshold, points, dtype=torch.float64)
+    drift = setting.h(m) * (1 - m ** 2) - lr * (dp - 1) * setting.noise(m, noise_samples) * m / 2
+    rate = torch.where(drift > 0, 1 / (lr * drift.clamp(min=1e-300)), torch.full_like(m, math.inf))
+    # time left from grid point i to the threshold (trapezoid, accumulated from the end)
+    seg = (rate[1:] + rate[:-1]) / 2 * torch.diff(m)
+    left = torch.cat([seg.flip(0).cumsum(0).flip(0), torch.zeros(1, dtype=torch.float64)]).numpy()
+    out = np.interp(starts, m.numpy(), np.where(np.isfinite(left), left, 1e300))
+    out = np.where(out >= 1e299, np.inf, out)
+    return float(out) if out.ndim == 0 else out
+
+
+def safe_lr(setting: Setting, d: int, m_start: float = 0.0, threshold: float = 0.9, points: int = 200,
+            noise_samples: int = 20000) -> float:
+    """The largest step for which the sphere's noise pull stays below half the drift on ``[m_start, threshold]``
+    (our design rule): ``lr = min_m h(m)(1 - m^2) / ((d' - 1) V(m) m)``. About ``1/d`` when ``h(0) > 0``; for a GLM
+    started at ``m_start = 1/sqrt(d)`` with information exponent ``p`` it falls like ``d^(-(p+1)/2)``."""
+    dp = positive_int(d, "d") - setting.k * setting.base
+    if not 0 <= m_start < threshold < 1:
+        raise ValueError(f"need 0 <= m_start < threshold < 1, got m_start={m_start}, threshold={threshold}")
+    m = torch.linspace(max(m_start, 1e-3), threshold, points, dtype=torch.float64)
+    ratio = setting.h(m) * (1 - m ** 2) / ((dp - 1) * setting.noise(m, noise_samples) * m)
+    if bool((ratio <= 0).any()):
+        raise ValueError("h(m) <= 0 somewhere on the way: no step size makes this start escape on average")
+    return float(ratio.min())
+
+
+def overlap_ode(setting: Setting, d: int, lr: float, m0: float | np.ndarray, steps: int, records: int = 200
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """The mean overlap ``m(t)`` from each start ``m0`` (a number or ``(C,)``), for ``t = 0..steps`` at ``records + 1``
+    times: ``(t, m)`` with ``m`` of shape ``(R,)`` or ``(C, R)``. Euler on the drift of :func:`steps_theory` (our
+    derivation), tabulated on 801 overlaps, with at most 4000 Euler steps (each spanning several SGD steps)."""
+    positive_float(lr, "lr")
+    positive_int(steps, "steps")
+    dp = positive_int(d, "d") - setting.k * setting.base
+    grid = torch.linspace(-1, 1, 801, dtype=torch.float64)
+    drift = (lr * (setting.h(grid) * (1 - grid ** 2) - lr * (dp - 1) * setting.noise(grid) * grid / 2)).numpy()
+    ts = np.unique(np.linspace(0, steps, records + 1).round().astype(int))
+    dt = max(1, steps // 4000)
+    m, t, out = np.atleast_1d(np.asarray(m0, dtype=float)).copy(), 0, []
+    for target in ts:
+        while t < target:
+            h = min(dt, target - t)
+            m = np.clip(m + h * np.interp(m, grid.numpy(), drift), -1.0, 1.0)
+            t += h
+        out.append(m.copy())
+    traj = np.stack(out, -1)
+    return ts, traj[0] if np.ndim(m0) == 0 else traj
