@@ -1,31 +1,20 @@
 """Student-teacher fine-tuning: LoRA against full fine-tuning (Chapter 1).
 
-Two experiments live here.
+A small "pretrained" MLP ``f0`` (trained by :func:`train` on a random teacher's regression
+task) is fine-tuned on a shifted task whose teacher is ``f0`` itself with a perturbation
+added to some layers, ``W <- W + dW*``, ``dW* = c U diag(i^-decay) V^T``
+(:func:`power_law_matrix`, :func:`perturb`). :func:`finetune` trains either LoRA adapters
+(``method="lora"``, rank ``r``) or every weight (``method="full"``);
+:func:`finetune_best_lr` trains one copy per learning rate *at once* (a batched program, see
+:mod:`lrkit.finetune_sweep`) and keeps the best. :func:`weight_updates` returns what each
+layer moved, ``W_ft - W_0``, and :func:`input_weighted` weighs an update by the data that
+reaches its layer, ``dW Sigma^(1/2)`` with ``Sigma = E[h h^T]`` the second moment of the
+layer's input ``h`` (:func:`layer_inputs`): its spectrum counts only the directions the data
+excite, the "data-relevant" rank.
 
-**A small network and a shifted task.** A "pretrained" MLP ``f0`` (trained by
-:func:`train` on a random teacher's regression task) is fine-tuned on a shifted
-task whose teacher is ``f0`` itself with a perturbation added to some layers,
-``W <- W + dW*``, ``dW* = c U diag(i^-decay) V^T`` (:func:`power_law_matrix`,
-:func:`perturb`). Then :func:`finetune` trains either LoRA adapters
-(``method="lora"``, rank ``r``) or every weight (``method="full"``), and
-:func:`weight_updates` returns what each layer actually moved, ``W_ft - W_0``.
-
-**One linear layer, many ranks at once.** With whitened inputs ``x ~ N(0, I)`` the
-population loss of a LoRA layer ``y = (W0 + s B A) x`` against a teacher
-``y = (W0 + T) x`` is a function of matrices only:
-
-    L(A, B) = 1/2 ||s B A - T||_F^2,   A: (r, n), B: (n, r),  s = alpha / r  or  alpha / sqrt(r).
-
-:func:`lora_linear_sweep` runs plain gradient descent (or Adam) on it for many
-``(rank, scaling)`` configurations as *one* batched tensor: every adapter is padded to
-the largest rank with zero rows/columns, which stay exactly zero under both
-optimisers (their gradients vanish). Diverged configurations are flagged and frozen,
-never a crash. :func:`eckart_young_floor` gives the best loss a rank-``r`` update can
-reach, the theory line under the measured markers.
-
-Sizes follow :func:`lrkit.get_scale` through :func:`sizes`; tensors live on
-:func:`lrkit.get_device`; randomness comes from explicit CPU generators, so runs are
-reproducible on any device.
+The rank-scaling experiment on one linear layer lives in :mod:`lrkit.rslora`. Tensors live on
+:func:`lrkit.get_device`; randomness comes from explicit CPU generators (or a forked, seeded
+stream), so runs are reproducible on any device and never touch the learner's global stream.
 """
 
 from __future__ import annotations
@@ -40,40 +29,21 @@ import torch
 from torch import nn
 
 from ._validate import choice, positive_float, positive_int
-from .env import generator, get_device, resolve_scale
+from .env import generator, get_device
 from .lora import LoRALinear, add_lora, count_parameters
-from .optim import AdamState, batched_adam_step, batched_sgd_step
 
 
 Optimizer = Literal["sgd", "adam"]
 METHODS: tuple[str, ...] = ("lora", "full")
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
-ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU}
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU}
 
 __all__ = [
-    "sizes", "make_mlp", "RegressionData", "sample_data", "power_law_matrix", "perturb", "mse", "train",
+    "make_mlp", "RegressionData", "sample_data", "power_law_matrix", "perturb", "mse", "train",
     "TrainLog", "FinetuneResult", "finetune", "finetune_best_lr", "effective_weight", "weight_updates",
-    "power_law_teacher", "LinearSweep", "lora_linear_sweep", "eckart_young_floor",
+    "finetune_lrs", "layer_inputs", "input_weighted",
 ]
-
-
-# --------------------------------------------------------------------------- sizes and checks
-def sizes(scale: str | None = None) -> dict[str, object]:
-    """Experiment sizes for ``scale`` (default :func:`lrkit.get_scale`).
-
-    ``small`` runs the whole chapter in well under a minute on two CPU cores;
-    ``full`` is a GPU-sized version of the same experiments.
-    """
-    scale = resolve_scale(scale)
-    if scale == "small":
-        return dict(d_in=16, width=64, d_out=16, n_train=1024, n_test=2048, pretrain_steps=400,
-                    finetune_steps=400, mlp_ranks=(1, 2, 4, 8, 16, 32, 64), lrs=(3e-3, 1e-2, 3e-2),
-                    linear_n=256, linear_ranks=(4, 16, 64), linear_steps=300,
-                    slope_ranks=(1, 2, 4, 8, 16, 32, 64, 128))
-    return dict(d_in=64, width=512, d_out=64, n_train=16384, n_test=8192, pretrain_steps=1500,
-                finetune_steps=1500, mlp_ranks=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
-                lrs=(1e-3, 3e-3, 1e-2), linear_n=1024, linear_ranks=(4, 16, 64, 256), linear_steps=300,
-                slope_ranks=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512))
 
 
 # --------------------------------------------------------------------------- models and data
@@ -294,22 +264,6 @@ def finetune(model: nn.Module, data: RegressionData, method: str = "lora", rank:
     return FinetuneResult(method, rank, bool(rslora), tuned, log, count_parameters(tuned))
 
 
-def finetune_best_lr(model: nn.Module, data: RegressionData, lrs: Sequence[float], **kwargs: object
-                     ) -> tuple[FinetuneResult, float]:
-    """Run :func:`finetune` once per learning rate in ``lrs``; keep the lowest final training loss.
-
-    Diverged runs (NaN) never win; if every run diverged the first is returned (flagged).
-    Returns ``(result, lr)``. Keyword arguments go to :func:`finetune`.
-    """
-    lrs = [positive_float(v, "lrs[i]") for v in lrs]
-    if not lrs:
-        raise ValueError("lrs must be a non-empty list of learning rates")
-    runs = [finetune(model, data, lr=lr, **kwargs) for lr in lrs]  # type: ignore[arg-type]
-    scores = [r.final_loss if math.isfinite(r.final_loss) else math.inf for r in runs]
-    i = min(range(len(runs)), key=scores.__getitem__)
-    return runs[i], lrs[i]
-
-
 def effective_weight(layer: nn.Module) -> torch.Tensor:
     """The weight a layer applies: ``W0 + s B A`` for an unmerged :class:`LoRALinear`, else ``W``."""
     if isinstance(layer, LoRALinear):
@@ -336,117 +290,37 @@ def weight_updates(base: nn.Module, tuned: nn.Module) -> dict[str, torch.Tensor]
     return out
 
 
-# --------------------------------------------------------------------------- one linear layer, batched
-def power_law_teacher(n: int, decay: float = 0.5, seed: int = 0,
-                      device: torch.device | str | None = None) -> torch.Tensor:
-    """A full-rank ``(n, n)`` teacher ``T = sqrt(n) U diag(i^-decay) V^T``.
+@torch.no_grad()
+def layer_inputs(model: nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor:
+    """What reaches the named layer when ``model`` reads ``x``: shape ``(N, in_features)``."""
+    module = dict(model.named_modules()).get(layer)
+    if module is None:
+        raise ValueError(f"layer must name a module of the model, one of {sorted(dict(model.named_modules()))[1:]}; "
+                         f"got {layer!r}")
+    seen: list[torch.Tensor] = []
+    handle = module.register_forward_hook(lambda m, inp, out: seen.append(inp[0].detach()))
+    try:
+        model(x)
+    finally:
+        handle.remove()
+    return seen[0].reshape(-1, seen[0].shape[-1])
 
-    With ``decay = 1/2`` the energy ``sigma_i^2 = n / i`` spreads over every direction:
-    the best rank-``r`` update leaves ``(H_n - H_r) / H_n`` of it (``H`` harmonic numbers).
-    The ``sqrt(n)`` makes each output coordinate of ``T x`` have variance ``H_n = O(log n)``.
+
+def input_weighted(delta: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+    """``dW Sigma^(1/2)`` with ``Sigma = inputs^T inputs / N`` (the layer input's second moment).
+
+    ``||dW Sigma^(1/2)||_F^2 = E ||dW h||^2``: the update's effect on the data, so the spectrum of
+    this matrix ranks directions by how much they change the layer's output *on its inputs*.
+    Shapes: ``delta`` (out, in), ``inputs`` (N, in) -> (out, in); computed in float64.
     """
-    positive_int(n, "n")
-    M = power_law_matrix(n, n, decay, seed=seed, device="cpu").to(torch.float64)
-    s = torch.arange(1, n + 1, dtype=torch.float64) ** -decay
-    return (M * (math.sqrt(n) * s.norm())).to(torch.float32).to(device if device is not None else get_device())
+    if delta.ndim != 2 or inputs.ndim != 2 or delta.shape[1] != inputs.shape[1]:
+        raise ValueError(f"delta must be (out, in) and inputs (N, in) with the same in, got "
+                         f"{tuple(delta.shape)} and {tuple(inputs.shape)}")
+    h = inputs.detach().cpu().double()
+    sigma = h.T @ h / h.shape[0]
+    evals, evecs = torch.linalg.eigh(sigma)
+    root = (evecs * evals.clamp_min(0).sqrt()) @ evecs.T
+    return delta.detach().cpu().double() @ root
 
 
-def eckart_young_floor(teacher: torch.Tensor, ranks: Sequence[int]) -> torch.Tensor:
-    """Best relative loss of a rank-``r`` update: ``sum_{i>r} sigma_i^2 / sum_i sigma_i^2``, per rank."""
-    s2 = torch.linalg.svdvals(teacher.detach().cpu().to(torch.float64)).square()
-    tail = s2.sum() - torch.cumsum(s2, 0)
-    return torch.stack([tail[r - 1] / s2.sum() for r in ranks])
-
-
-@dataclass
-class LinearSweep:
-    """Relative population loss ``L_t / L_0`` of each configuration: ``loss`` (n_configs, steps + 1)."""
-
-    ranks: list[int]
-    rslora: list[bool]
-    scaling: torch.Tensor
-    lr: torch.Tensor
-    loss: torch.Tensor
-    diverged: torch.Tensor
-
-    @property
-    def final(self) -> torch.Tensor:
-        """Relative loss after the last step, per configuration (NaN if diverged)."""
-        return self.loss[:, -1]
-
-
-def lora_linear_sweep(teacher: torch.Tensor, ranks: Sequence[int], rslora: Sequence[bool] | bool,
-                      alpha: float = 8.0, lr: float | Sequence[float] = 0.005, steps: int = 300,
-                      optimizer: Optimizer = "sgd", seed: int = 0, blowup: float = 1e3) -> LinearSweep:
-    """Train one LoRA layer per configuration against ``teacher`` (out, in), all at once.
-
-    Configuration ``c`` has rank ``ranks[c]``, scaling ``s_c = alpha / r`` (or ``alpha / sqrt(r)``
-    if ``rslora[c]``) and learning rate ``lr[c]``. Loss (whitened inputs, population):
-    ``L_c = 1/2 ||s_c B_c A_c - T||_F^2``, gradients ``dL/dB = s G A^T``, ``dL/dA = s B^T G``
-    with ``G = s B A - T``. ``A`` starts Kaiming-uniform, ``U(-1/sqrt(in), 1/sqrt(in))``, and
-    ``B = 0`` (PEFT's default). ``optimizer="sgd"`` is plain gradient descent; ``"adam"``
-    uses ``beta = (0.9, 0.999)``, ``eps = 1e-8``. A configuration whose loss is non-finite or
-    grows past ``blowup * L_0`` is flagged, its adapter reset to zero and frozen, and its curve
-    NaN from then on. Shapes: padded ``A`` (C, r_max, in), ``B`` (C, out, r_max).
-    """
-    if not isinstance(teacher, torch.Tensor) or teacher.ndim != 2:
-        raise ValueError(f"teacher must be a 2-D tensor (out, in), got {getattr(teacher, 'shape', teacher)!r}")
-    if not torch.isfinite(teacher).all():
-        raise ValueError("teacher must be finite")
-    ranks = [positive_int(r, "ranks[i]") for r in ranks]
-    if not ranks:
-        raise ValueError("ranks must be a non-empty list of ints")
-    out_f, in_f = teacher.shape
-    if max(ranks) > min(out_f, in_f):
-        raise ValueError(f"ranks must satisfy 1 <= r <= min(out, in) = {min(out_f, in_f)}, got {max(ranks)}")
-    C = len(ranks)
-    flags = [bool(rslora)] * C if isinstance(rslora, bool) else [bool(f) for f in rslora]
-    if len(flags) != C:
-        raise ValueError(f"rslora must be a bool or one bool per rank ({C}), got {len(flags)}")
-    lrs = [lr] * C if isinstance(lr, (int, float)) else list(lr)
-    if len(lrs) != C:
-        raise ValueError(f"lr must be a float or one float per rank ({C}), got {len(lrs)}")
-    lrs = [positive_float(v, "lr") for v in lrs]
-    positive_int(steps, "steps")
-    choice(optimizer, "optimizer", OPTIMIZERS)
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha <= 0:
-        raise ValueError(f"alpha must be a positive finite number, got {alpha!r}")
-
-    dev, T = teacher.device, teacher.to(torch.float32)
-    rmax = max(ranks)
-    g = generator(seed)
-    bound = 1.0 / math.sqrt(in_f)
-    A = (torch.rand(C, rmax, in_f, generator=g) * 2 - 1) * bound
-    mask = (torch.arange(rmax)[None, :] < torch.tensor(ranks)[:, None]).float()  # (C, r_max)
-    A = (A * mask[:, :, None]).to(dev)
-    B = torch.zeros(C, out_f, rmax, device=dev)
-    s = torch.tensor([alpha / math.sqrt(r) if f else alpha / r for r, f in zip(ranks, flags)],
-                     device=dev).view(C, 1, 1)
-    eta = torch.tensor(lrs, device=dev).view(C, 1, 1)
-    adam_a, adam_b = AdamState(A), AdamState(B)
-    L0 = 0.5 * T.square().sum()
-    loss = torch.full((C, steps + 1), float("nan"))
-    dead = torch.zeros(C, dtype=torch.bool, device=dev)
-    for t in range(steps + 1):
-        G = s * (B @ A) - T  # (C, out, in)
-        Lc = 0.5 * G.square().sum((1, 2)) / L0
-        bad = ~torch.isfinite(Lc) | (Lc > blowup)
-        if bad.any():
-            dead |= bad
-            keep = (~dead).float().view(C, 1, 1)
-            A, B = A * keep, B * keep
-            A, B = torch.nan_to_num(A), torch.nan_to_num(B)
-            for st in (adam_a, adam_b):
-                st.m, st.v = torch.nan_to_num(st.m * keep), torch.nan_to_num(st.v * keep)
-            G = s * (B @ A) - T
-        loss[:, t] = torch.where(dead, torch.nan, Lc).cpu()
-        if t == steps:
-            break
-        gB = s * (G @ A.transpose(1, 2))
-        gA = s * (B.transpose(1, 2) @ G)
-        rate = eta.flatten() * (~dead).float()  # frozen configurations take no step
-        if optimizer == "sgd":
-            A, B = batched_sgd_step(A, gA, rate), batched_sgd_step(B, gB, rate)
-        else:
-            A, B = batched_adam_step(A, gA, adam_a, rate), batched_adam_step(B, gB, adam_b, rate)
-    return LinearSweep(ranks, flags, s.flatten().cpu(), eta.flatten().cpu(), loss, dead.cpu())
+from .finetune_sweep import finetune_best_lr, finetune_lrs  # noqa: E402  (it builds on the above)

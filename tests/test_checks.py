@@ -32,7 +32,8 @@ def good_init(base: nn.Linear, rank: int) -> tuple[nn.Parameter, nn.Parameter]:
 
 def good_forward(x: torch.Tensor, base: nn.Linear, A: torch.Tensor, B: torch.Tensor, alpha: float,
                  dropout: nn.Module | None = None) -> torch.Tensor:
-    layer = lrkit.LoRALinear(base, A.shape[0], alpha=alpha)
+    with torch.random.fork_rng(devices=[]):  # building the layer draws an init: keep the dropout mask's stream
+        layer = lrkit.LoRALinear(base, A.shape[0], alpha=alpha)
     with torch.no_grad():
         layer.A.copy_(A)
         layer.B.copy_(B)
@@ -137,6 +138,11 @@ def forward_ignores_dropout(x, base, A, B, alpha, dropout=None):  # type: ignore
     return base(x) + alpha / A.shape[0] * (nn.functional.dropout(x, 0.5) @ A.T) @ B.T
 
 
+def forward_never_drops(x, base, A, B, alpha, dropout=None):  # type: ignore[no-untyped-def]
+    """The review's plant: the dropout argument is accepted and ignored."""
+    return base(x) + alpha / A.shape[0] * (x @ A.T) @ B.T
+
+
 def merge_unscaled(W0, A, B, alpha):  # type: ignore[no-untyped-def]
     return W0 + B @ A
 
@@ -206,13 +212,14 @@ PLANTED: list[tuple[Callable[..., None], tuple[Callable[..., Any], ...], str]] =
     (checks.check_lora_forward, (forward_transposed,), "raised RuntimeError"),
     (checks.check_lora_forward, (forward_without_bias,), "bias is missing"),
     (checks.check_lora_forward, (forward_without_adapter,), "the adapter term is missing"),
-    (checks.check_lora_forward, (forward_dropout_everywhere,), "dropout to the adapter's input only"),
+    (checks.check_lora_forward, (forward_dropout_everywhere,), "the adapter's input only"),
+    (checks.check_lora_forward, (forward_never_drops,), "dropout module is never applied"),
     (checks.check_lora_forward, (forward_ignores_dropout,), "the wrong values"),
     (checks.check_merge, (merge_unscaled, good_unmerge), "missing its scaling alpha / r"),
     (checks.check_merge, (merge_subtracts, good_unmerge), "merging adds it"),
     (checks.check_merge, (merge_in_place, good_unmerge), "modified W0 in place"),
     (checks.check_merge, (good_merge, unmerge_adds), "unmerging subtracts"),
-    (checks.check_param_count, (count_only_a,), "r * (in + out)"),
+    (checks.check_param_count, (count_only_a,), "A is (r, in) and B is (out, r)"),
     (checks.check_param_count, (count_every_layer,), "named in targets"),
     (checks.check_param_count, (count_with_frozen_base,), "the base model is frozen"),
     (checks.check_param_count, (count_as_float,), "should be an int"),
@@ -299,3 +306,78 @@ def test_as_number_accepts_scalars_and_says_what_came_back() -> None:
     assert checks.to_scalar("text") == "text"
     assert "x should be a number, got list" in failure(checks.as_number, [1.0, 2.0], "x")
     assert "x should be a finite number, got nan" in failure(checks.as_number, float("nan"), "x", finite=True)
+
+
+# --------------------------------------------------------------------------- Chapter 1: the new exercises
+
+
+def good_equivalent(s_from, s_to, lr, optimizer):  # type: ignore[no-untyped-def]
+    from lrkit.rslora import equivalent_config
+
+    return equivalent_config(s_from, s_to, lr, optimizer)
+
+
+def equivalent_rate_only(s_from, s_to, lr, optimizer):  # type: ignore[no-untyped-def]
+    return good_equivalent(s_from, s_to, lr, optimizer)[0], 1.0
+
+
+def equivalent_gd_rule_for_adam(s_from, s_to, lr, optimizer):  # type: ignore[no-untyped-def]
+    return lr * s_from / s_to, math.sqrt(s_from / s_to)
+
+
+def good_data_rank(delta, inputs, frac):  # type: ignore[no-untyped-def]
+    from lrkit.finetune import input_weighted
+
+    return rank_for_energy(input_weighted(delta, inputs), frac)
+
+
+def data_rank_raw(delta, inputs, frac):  # type: ignore[no-untyped-def]
+    return rank_for_energy(delta, frac)
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_new_chapter_1_checks_pass_the_reference(seed: int, capsys: pytest.CaptureFixture[str]) -> None:
+    checks.check_equivalent_config(good_equivalent, seed=seed)
+    checks.check_data_rank(good_data_rank, seed=seed)
+    assert capsys.readouterr().out.count("✓") == 2
+
+
+@pytest.mark.parametrize("check,answer,phrase", [
+    (checks.check_equivalent_config, equivalent_rate_only, "rescale A0 too"),
+    (checks.check_equivalent_config, equivalent_gd_rule_for_adam, "Adam ignores a gradient's scale"),
+    (checks.check_data_rank, data_rank_raw, "raw rank of delta"),
+])
+def test_new_chapter_1_checks_name_the_mistake(check: Callable[..., None], answer: Callable[..., Any],
+                                                phrase: str) -> None:
+    assert phrase in failure(check, answer)
+
+
+def test_checks_leave_the_global_random_stream_alone() -> None:
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    for check, answers in CORRECT:
+        check(*answers)
+    checks.toy_transformer_block(8, 16)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_chapter_1_checks_live_in_their_module_and_the_old_names_still_import() -> None:
+    from lrkit.checks import core, lora
+
+    assert checks.check_lora_forward is lora.check_lora_forward and checks.fail is core.fail
+    for name in ("_matches_variant", "matches_variant", "as_number", "to_scalar", "toy_transformer_block"):
+        assert hasattr(checks, name), name
+
+
+def test_known_mistake_handles_tensors_numbers_and_tuples() -> None:
+    assert checks.known_mistake(torch.ones(2), {"a": torch.zeros(2), "b": torch.ones(2)}) == "b"
+    assert checks.known_mistake(2.0, {"x": 3.0, "y": 2.0 + 1e-9}) == "y"
+    assert checks.known_mistake((1.0, 2.0), {"t": (1.0, 2.0)}) == "t"
+    assert checks.known_mistake("s", {"t": torch.ones(1)}) is None
+
+
+def test_check_function_names_a_known_mistake() -> None:
+    message = failure(checks.check_function, lambda n: n + 1, lambda n: 2 * n, [{"n": 3}], "double",
+                      mistakes={"you added one": lambda n: n + 1}, exact=True)
+    assert "hint: you added one" in message

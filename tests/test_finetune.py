@@ -1,4 +1,4 @@
-"""Unit tests of lrkit.finetune: tasks, LoRA vs full fine-tuning, the batched linear sweep."""
+"""Unit tests of lrkit.finetune and lrkit.finetune_sweep: tasks, LoRA vs full fine-tuning, batched learning rates."""
 
 from __future__ import annotations
 
@@ -23,14 +23,6 @@ def setup() -> tuple[torch.nn.Module, ft.RegressionData, dict[str, torch.Tensor]
     teacher, shift = ft.perturb(base, ["fc2"], relative_norm=0.5, decay=0.5, rank=4, seed=1)
     data = ft.sample_data(teacher, D_IN, 256, 128, seed=2, device="cpu")
     return base, data, shift
-
-
-def test_sizes_for_both_scales() -> None:
-    for scale in ("small", "full"):
-        s = ft.sizes(scale)
-        assert max(s["mlp_ranks"]) <= s["width"] and max(s["linear_ranks"]) <= s["linear_n"]
-    with pytest.raises(ValueError, match="scale must be one of"):
-        ft.sizes("huge")
 
 
 def test_make_mlp_layout_and_seeding() -> None:
@@ -131,82 +123,50 @@ def test_finetune_bad_inputs(setup) -> None:
         ft.RegressionData(torch.zeros(3, 2), torch.zeros(4, 1), torch.zeros(1, 2), torch.zeros(1, 1))
 
 
-# ------------------------------------------------------------------ the batched linear sweep
-def _loop_reference(T: torch.Tensor, rank: int, rslora: bool, alpha: float, lr: float, steps: int,
-                    optimizer: str, A0: torch.Tensor) -> list[float]:
-    """The same experiment, one configuration, with autograd and torch.optim."""
-    s = alpha / math.sqrt(rank) if rslora else alpha / rank
-    A = A0.clone().requires_grad_()
-    B = torch.zeros(T.shape[0], rank, requires_grad=True)
-    opt = torch.optim.SGD([A, B], lr=lr) if optimizer == "sgd" else torch.optim.Adam([A, B], lr=lr)
-    L0 = 0.5 * T.square().sum()
-    out = []
-    for t in range(steps + 1):
-        L = 0.5 * (s * B @ A - T).square().sum()
-        out.append((L / L0).item())
-        if t == steps:
-            break
-        opt.zero_grad()
-        L.backward()
-        opt.step()
-    return out
+# ------------------------------------------------------------------ several learning rates at once
+@pytest.mark.parametrize("kwargs", [dict(method="lora", rank=3, targets=["fc2"], optimizer="adam"),
+                                    dict(method="full", optimizer="adam"),
+                                    dict(method="lora", rank=2, optimizer="sgd", alpha=4.0, rslora=True)])
+def test_batched_learning_rates_match_one_run_per_rate(setup, kwargs) -> None:
+    base, data, _ = setup
+    lrs = [3e-3, 1e-2, 3e-2]
+    runs = ft.finetune_lrs(base, data, lrs, steps=25, seed=4, **kwargs)
+    for lr, run in zip(lrs, runs):
+        ref = ft.finetune(base, data, lr=lr, steps=25, seed=4, **kwargs)
+        np.testing.assert_allclose(run.log.loss.numpy(), ref.log.loss.numpy(), rtol=1e-5, atol=1e-8)
+        assert run.test_loss == pytest.approx(ref.test_loss, rel=1e-4) and run.trainable == ref.trainable
+        for name, dw in ft.weight_updates(base, ref.model).items():
+            assert torch.allclose(ft.weight_updates(base, run.model)[name], dw, atol=1e-5)
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-def test_sweep_matches_one_by_one_training(optimizer: str) -> None:
-    n, ranks, flags = 24, [2, 5, 8], [False, True, False]
-    T = ft.power_law_teacher(n, seed=0, device="cpu")
-    lr = 0.005 if optimizer == "sgd" else 0.002
-    sweep = ft.lora_linear_sweep(T, ranks, flags, alpha=4.0, lr=lr, steps=25, optimizer=optimizer, seed=7)
-    # reconstruct the initial A of each configuration from the same generator
-    g = torch.Generator().manual_seed(7)
-    A_all = (torch.rand(len(ranks), max(ranks), n, generator=g) * 2 - 1) / math.sqrt(n)
-    for c, (r, f) in enumerate(zip(ranks, flags)):
-        ref = _loop_reference(T, r, f, 4.0, lr, 25, optimizer, A_all[c, :r])
-        np.testing.assert_allclose(sweep.loss[c].numpy(), ref, rtol=2e-4, atol=1e-6)
-    assert sweep.scaling.tolist() == pytest.approx([2.0, 4 / math.sqrt(5), 0.5])
+def test_batched_learning_rates_flag_divergence_per_rate(setup) -> None:
+    base, data, _ = setup
+    runs = ft.finetune_lrs(base, data, [1e6, 1e-2], method="full", steps=20, optimizer="sgd")
+    assert [r.diverged for r in runs] == [True, False]
+    assert math.isnan(runs[0].final_loss) and math.isfinite(runs[1].final_loss)
+    with pytest.raises(TypeError, match="model must be an nn.Sequential"):
+        ft.finetune_lrs(torch.nn.ModuleDict({"a": torch.nn.Linear(2, 2)}), data, [0.1], method="full")
+    with pytest.raises(ValueError, match="lrs must be a non-empty"):
+        ft.finetune_lrs(base, data, [], method="full")
 
 
-def test_sweep_flags_divergence_per_configuration() -> None:
-    T = ft.power_law_teacher(32, seed=0, device="cpu")
-    sweep = ft.lora_linear_sweep(T, [4, 4], [False, False], alpha=8.0, lr=[0.005, 5.0], steps=30)
-    assert sweep.diverged.tolist() == [False, True]
-    assert math.isfinite(sweep.final[0].item()) and math.isnan(sweep.final[1].item())
+def test_input_weighted_update_counts_only_directions_the_data_excite() -> None:
+    g = torch.Generator().manual_seed(0)
+    basis = torch.linalg.qr(torch.randn(12, 3, generator=g, dtype=torch.float64))[0]
+    inputs = torch.randn(4000, 3, generator=g, dtype=torch.float64) @ basis.T
+    delta = torch.randn(8, 12, generator=g, dtype=torch.float64)
+    weighted = ft.input_weighted(delta, inputs)
+    assert spectra.rank_for_energy(delta, 0.99) > 3 and spectra.rank_for_energy(weighted, 1.0) <= 3
+    # ||dW Sigma^(1/2)||_F^2 = E ||dW h||^2
+    assert weighted.square().sum().item() == pytest.approx((inputs @ delta.T).square().sum(1).mean().item(), rel=1e-9)
+    with pytest.raises(ValueError, match="delta must be"):
+        ft.input_weighted(delta, inputs[:, :5])
 
 
-def test_eckart_young_floor_power_law() -> None:
-    n = 64
-    T = ft.power_law_teacher(n, decay=0.5, seed=0, device="cpu")
-    H = np.cumsum(1.0 / np.arange(1, n + 1))
-    floor = ft.eckart_young_floor(T, [1, 8, 64]).numpy()
-    np.testing.assert_allclose(floor, [(H[-1] - H[0]) / H[-1], (H[-1] - H[7]) / H[-1], 0.0], atol=1e-5)
-    s = spectra.singular_values(T).numpy()
-    np.testing.assert_allclose(s, np.sqrt(n / np.arange(1, n + 1)), rtol=1e-4)
-
-
-def test_first_gd_step_matches_derivation() -> None:
-    """(L0 - L1)/L0 ~ 2 lr s^2 r / (3n) for plain gradient descent from Init[A]."""
-    n, lr, alpha = 128, 0.005, 8.0
-    T = ft.power_law_teacher(n, seed=0, device="cpu")
-    sweep = ft.lora_linear_sweep(T, [32, 64], [True, True], alpha=alpha, lr=lr, steps=1)
-    measured = 1 - sweep.loss[:, 1].numpy()
-    predicted = 2 * lr * alpha**2 / (3 * n)
-    np.testing.assert_allclose(measured, predicted, rtol=0.25)
-
-
-def test_sweep_bad_inputs() -> None:
-    T = ft.power_law_teacher(16, seed=0, device="cpu")
-    with pytest.raises(ValueError, match=r"ranks must satisfy 1 <= r <= min\(out, in\) = 16"):
-        ft.lora_linear_sweep(T, [32], False)
-    with pytest.raises(ValueError, match="ranks must be a non-empty"):
-        ft.lora_linear_sweep(T, [], False)
-    with pytest.raises(ValueError, match="rslora must be a bool or one bool per rank"):
-        ft.lora_linear_sweep(T, [2, 4], [True])
-    with pytest.raises(ValueError, match="lr must be a positive finite float"):
-        ft.lora_linear_sweep(T, [2], False, lr=float("nan"))
-    with pytest.raises(ValueError, match="alpha must be a positive finite number"):
-        ft.lora_linear_sweep(T, [2], False, alpha=0.0)
-    with pytest.raises(ValueError, match=r"optimizer must be one of"):
-        ft.lora_linear_sweep(T, [2], False, optimizer="rmsprop")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="teacher must be a 2-D tensor"):
-        ft.lora_linear_sweep(torch.zeros(3), [1], False)
+def test_layer_inputs_are_what_the_layer_reads(setup) -> None:
+    base, data, _ = setup
+    h = ft.layer_inputs(base, "fc2", data.x_test)
+    assert h.shape == (data.x_test.shape[0], WIDTH)
+    assert torch.allclose(h, torch.tanh(base.fc1(data.x_test)))
+    with pytest.raises(ValueError, match="layer must name a module"):
+        ft.layer_inputs(base, "fc9", data.x_test)

@@ -1,0 +1,286 @@
+"""The rank-scaling experiment of Chapter 1: one linear layer, many ranks, alpha/r against alpha/sqrt(r).
+
+With whitened inputs ``x ~ N(0, I)`` the population loss of a LoRA layer
+``y = (W0 + s B A) x`` against a teacher ``y = (W0 + T) x`` is a function of matrices only:
+
+    L(A, B) = 1/2 ||s B A - T||_F^2,     A: (r, n_in),  B: (n_out, r),
+    grad_B = s G A^T,   grad_A = s B^T G,   G = s B A - T,
+
+with ``s = alpha / r`` (LoRA) or ``alpha / sqrt(r)`` (rsLoRA). :func:`lora_linear_sweep` trains
+``K`` configurations (rank, scale, learning rate, initial draw) as one batched program;
+configurations of equal rank share one tensor, so nothing is padded. A diverged configuration
+is flagged, frozen and its curve NaN from then on (the step is recorded), never a crash.
+
+**The reparametrisation** (exact; our derivation). Put ``B' = sqrt(s) B``, ``A' = sqrt(s) A``: then
+``s B A = B' A'``, ``grad_B' = grad_B / sqrt(s)`` and one step of rate ``eta`` on ``(A, B)``
+
+* under gradient descent is a step of rate ``eta s`` on ``(A', B')``;
+* under Adam (blind to a gradient's scale up to its ``eps``) is a step of rate ``eta sqrt(s)``,
+
+both from the initialisation ``(sqrt(s) A0, 0)``. :func:`equivalent_config` returns the rate and
+the initial-scale factor that make a run with one scale follow a run with another exactly.
+
+**The first step** from Init[A] (``B = 0``; ``A`` uniform with variance ``sigma_A^2 = 1/(3 n_in)``),
+to first order in ``eta`` (:func:`first_step_theory`), in expectation over ``A``:
+
+* gradient descent: ``E[(L0 - L1)/L0] = 2 eta s^2 r sigma_A^2``;
+* Adam (its first step is ``eta sign(grad)``):
+  ``E[(L0 - L1)/L0] = eta s r sigma_A sqrt(2/pi) sum_i ||T_i.|| / L0``;
+
+and the gradient's size at step 0 is ``||grad_B|| ~ s sqrt(r) sigma_A ||T||_F`` (:func:`grad_norm_theory`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+import torch
+
+from ._validate import broadcast, check_seed, choice, positive_float, positive_int
+from .env import get_device
+from .finetune import power_law_matrix
+from .init import check_init_name, init_lora_
+from .lora import lora_scaling
+from .optim import AdamState, batched_adam_step, batched_sgd_step
+
+Optimizer = Literal["sgd", "adam"]
+OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
+
+__all__ = ["OPTIMIZERS", "power_law_teacher", "eckart_young_floor", "init_std", "initial_factors",
+           "LinearSweep", "lora_linear_sweep", "first_step_theory", "grad_norm_theory", "ratio_spread",
+           "equivalent_config", "time_to_reach"]
+
+
+def power_law_teacher(n: int, decay: float = 0.5, seed: int = 0,
+                      device: torch.device | str | None = None) -> torch.Tensor:
+    """A full-rank ``(n, n)`` teacher ``T = sqrt(n) U diag(i^-decay) V^T`` (random orthonormal U, V).
+
+    With ``decay = 1/2`` the energy ``sigma_i^2 = n / i`` spreads over every direction: the best
+    rank-``r`` update leaves ``(H_n - H_r) / H_n`` of it (``H`` harmonic numbers).
+    """
+    positive_int(n, "n")
+    M = power_law_matrix(n, n, decay, seed=seed, device="cpu").to(torch.float64)
+    s = torch.arange(1, n + 1, dtype=torch.float64) ** -decay
+    T = (M * (math.sqrt(n) * s.norm())).to(torch.float32)
+    return T.to(device if device is not None else get_device())
+
+
+def eckart_young_floor(teacher: torch.Tensor, ranks: Sequence[int]) -> torch.Tensor:
+    """Best relative loss of a rank-``r`` update, ``sum_{i>r} sigma_i^2 / sum_i sigma_i^2``, per rank."""
+    s2 = torch.linalg.svdvals(teacher.detach().cpu().to(torch.float64)).square()
+    tail = s2.sum() - torch.cumsum(s2, 0)
+    return torch.stack([tail[positive_int(r, "ranks[i]") - 1] / s2.sum() for r in ranks])
+
+
+def init_std(n_in: int, init: str = "A", rank: int = 1) -> float:
+    """Standard deviation of an entry of ``A`` at step 0: ``1/sqrt(3 n_in)`` (Init[A]) or ``1/r`` ("gaussian")."""
+    check_init_name(init)
+    if init == "A":
+        return 1.0 / math.sqrt(3 * positive_int(n_in, "n_in"))
+    if init == "gaussian":
+        return 1.0 / positive_int(rank, "rank")
+    raise ValueError(f"init must be 'A' or 'gaussian' here (B = 0 at step 0), got {init!r}")
+
+
+def initial_factors(n_in: int, rank: int, draws: Sequence[int], seed: int = 0, init: str = "A",
+                    dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Initial ``A`` of each draw, shape ``(len(draws), rank, n_in)``, drawn by :func:`lrkit.init.init_lora_`.
+
+    Draw ``d`` is seeded by ``(seed, d)`` only: equal draws give equal matrices, whatever the other
+    configurations; the global random stream is left untouched.
+    """
+    if init not in ("A", "gaussian"):
+        raise ValueError(f"init must be 'A' or 'gaussian' (schemes with B = 0), got {init!r}")
+    out = torch.empty(len(draws), rank, n_in, dtype=torch.float64)
+    for k, d in enumerate(draws):
+        A, B = torch.empty(rank, n_in), torch.empty(1, rank)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(check_seed(seed, "seed") * 100_003 + check_seed(d, "draw"))
+            init_lora_(A, B, torch.zeros(1, n_in), 1.0, init)
+        out[k] = A.to(torch.float64)
+    return out.to(dtype)
+
+
+@dataclass
+class LinearSweep:
+    """``K`` configurations: relative population loss ``loss`` (K, steps + 1) and ``grad_B`` norms.
+
+    ``diverged_at[k]`` is the step at which configuration ``k`` was flagged (-1 if never).
+    """
+
+    ranks: list[int]
+    rslora: list[bool]
+    scaling: torch.Tensor
+    lr: torch.Tensor
+    loss: torch.Tensor
+    grad_norm: torch.Tensor
+    diverged: torch.Tensor
+    diverged_at: torch.Tensor
+
+    @property
+    def final(self) -> torch.Tensor:
+        """Relative loss after the last step, per configuration (NaN if diverged)."""
+        return self.loss[:, -1]
+
+
+def lora_linear_sweep(teacher: torch.Tensor, ranks: Sequence[int], rslora: Sequence[bool] | bool = False,
+                      alpha: float = 8.0, lr: float | Sequence[float] = 0.005, steps: int = 300,
+                      optimizer: Optimizer = "sgd", seed: int = 0, draw: Sequence[int] | None = None,
+                      init_scale: float | Sequence[float] = 1.0, init: str = "A",
+                      blowup: float = 1e3) -> LinearSweep:
+    """Train one LoRA layer per configuration against ``teacher`` (n_out, n_in), all at once.
+
+    Configuration ``k``: rank ``ranks[k]``, scaling ``alpha / r`` (``alpha / sqrt(r)`` if
+    ``rslora[k]``), learning rate ``lr[k]``, initial ``A = init_scale[k] * A0`` with ``A0`` draw
+    ``draw[k]`` of :func:`initial_factors` (default: draw ``k``), ``B = 0``. ``optimizer``:
+    ``"sgd"`` (plain gradient descent) or ``"adam"`` (``beta = (0.9, 0.999)``, ``eps = 1e-8``).
+    Computes in the teacher's dtype (float32, or float64 for exactness checks). A configuration
+    whose loss is non-finite or above ``blowup * L0`` is frozen from then on (curve NaN).
+    """
+    if not isinstance(teacher, torch.Tensor) or teacher.ndim != 2:
+        raise ValueError(f"teacher must be a 2-D tensor (out, in), got {getattr(teacher, 'shape', teacher)!r}")
+    if not torch.isfinite(teacher).all():
+        raise ValueError("teacher must be finite")
+    ranks = [positive_int(r, "ranks[i]") for r in ranks]
+    if not ranks:
+        raise ValueError("ranks must be a non-empty list of ints")
+    n_out, n_in = teacher.shape
+    if max(ranks) > min(n_out, n_in):
+        raise ValueError(f"ranks must satisfy 1 <= r <= min(out, in) = {min(n_out, n_in)}, got {max(ranks)}")
+    K = len(ranks)
+    if isinstance(rslora, bool):
+        flags = [rslora] * K
+    else:
+        flags = [bool(f) for f in rslora]
+        if len(flags) != K:
+            raise ValueError(f"rslora must be a bool or one bool per rank ({K}), got {len(flags)}")
+    lrs = [positive_float(v, "lr") for v in broadcast(lr, K, "lr")]
+    scales = [positive_float(v, "init_scale") for v in broadcast(init_scale, K, "init_scale")]
+    draws = list(range(K)) if draw is None else [check_seed(d, "draw") for d in broadcast(draw, K, "draw")]
+    positive_int(steps, "steps")
+    choice(optimizer, "optimizer", OPTIMIZERS)
+    positive_float(alpha, "alpha")
+    dtype = torch.float64 if teacher.dtype == torch.float64 else torch.float32
+    T = teacher.to(dtype)
+    L0 = 0.5 * float(T.double().square().sum())
+    s_all = torch.tensor([lora_scaling(alpha, r, f) for r, f in zip(ranks, flags)], dtype=torch.float64)
+    loss = torch.full((K, steps + 1), float("nan"), dtype=torch.float64)
+    gnorm = torch.full((K, steps + 1), float("nan"), dtype=torch.float64)
+    dead_at = torch.full((K,), -1, dtype=torch.long)
+    for r in sorted(set(ranks)):  # one tensor per rank: no padding
+        idx = [k for k in range(K) if ranks[k] == r]
+        A0 = initial_factors(n_in, r, [draws[k] for k in idx], seed, init, dtype)
+        A = A0.to(T.device) * torch.tensor([scales[k] for k in idx], dtype=dtype).view(-1, 1, 1).to(T.device)
+        _train_group(T, A, s_all[idx], [lrs[k] for k in idx], steps, optimizer, L0, blowup,
+                     loss, gnorm, dead_at, idx)
+    return LinearSweep(ranks, flags, s_all.float(), torch.tensor(lrs), loss, gnorm, dead_at >= 0, dead_at)
+
+
+def _train_group(T: torch.Tensor, A: torch.Tensor, s: torch.Tensor, lrs: list[float], steps: int,
+                 optimizer: str, L0: float, blowup: float, loss: torch.Tensor, gnorm: torch.Tensor,
+                 dead_at: torch.Tensor, idx: list[int]) -> None:
+    """Train the ``k`` configurations of one rank in place of their rows of ``loss``/``gnorm``."""
+    k, dev, dtype = A.shape[0], T.device, T.dtype
+    B = torch.zeros(k, T.shape[0], A.shape[1], device=dev, dtype=dtype)
+    sc = s.to(dev, dtype).view(k, 1, 1)
+    eta = torch.tensor(lrs, device=dev, dtype=dtype)
+    adam_a, adam_b = AdamState(A), AdamState(B)
+    alive = torch.ones(k, dtype=torch.bool, device=dev)
+    rows = torch.tensor(idx)
+    for t in range(steps + 1):
+        G = sc * (B @ A) - T
+        Lk = 0.5 * G.square().sum((1, 2)).double() / L0
+        bad = alive & (~torch.isfinite(Lk) | (Lk > blowup))
+        if bad.any():
+            dead_at[rows[bad.cpu()]] = t
+            alive &= ~bad
+            keep = alive.to(dtype).view(k, 1, 1)
+            A, B = torch.nan_to_num(A) * keep, torch.nan_to_num(B) * keep
+            for st in (adam_a, adam_b):
+                st.m, st.v = torch.nan_to_num(st.m) * keep, torch.nan_to_num(st.v) * keep
+            G = sc * (B @ A) - T
+        gB = sc * (G @ A.transpose(1, 2))
+        loss[rows, t] = torch.where(alive, Lk, torch.nan).cpu()
+        gnorm[rows, t] = torch.where(alive, gB.square().sum((1, 2)).double().sqrt(), torch.nan).cpu()
+        if t == steps:
+            break
+        gA = sc * (B.transpose(1, 2) @ G)
+        rate = eta * alive.to(dtype)  # frozen configurations take no step
+        if optimizer == "sgd":
+            A, B = batched_sgd_step(A, gA, rate), batched_sgd_step(B, gB, rate)
+        else:
+            A, B = batched_adam_step(A, gA, adam_a, rate), batched_adam_step(B, gB, adam_b, rate)
+
+
+def first_step_theory(teacher: torch.Tensor, ranks: Sequence[int], scaling: Sequence[float], lr: float,
+                      optimizer: Optimizer = "sgd", sigma_a: float | None = None) -> torch.Tensor:
+    """Expected first-order relative loss drop of the first step, per configuration (see the module doc).
+
+    ``sigma_a`` is the standard deviation of ``A``'s entries (default Init[A]'s ``1/sqrt(3 n_in)``).
+    """
+    choice(optimizer, "optimizer", OPTIMIZERS)
+    T = teacher.detach().cpu().double()
+    sig = init_std(T.shape[1]) if sigma_a is None else positive_float(sigma_a, "sigma_a")
+    r = torch.tensor([float(positive_int(v, "ranks[i]")) for v in ranks], dtype=torch.float64)
+    s = torch.tensor([float(v) for v in scaling], dtype=torch.float64)
+    if optimizer == "sgd":
+        return 2 * lr * s**2 * r * sig**2
+    L0 = 0.5 * T.square().sum()
+    return lr * s * r * sig * math.sqrt(2 / math.pi) * T.norm(dim=1).sum() / L0
+
+
+def grad_norm_theory(teacher: torch.Tensor, ranks: Sequence[int], scaling: Sequence[float],
+                     sigma_a: float | None = None) -> torch.Tensor:
+    """``||grad_B||`` at step 0, ``s sqrt(r) sigma_A ||T||_F`` (root mean square over ``A``), per configuration."""
+    T = teacher.detach().cpu().double()
+    sig = init_std(T.shape[1]) if sigma_a is None else positive_float(sigma_a, "sigma_a")
+    r = torch.tensor([float(v) for v in ranks], dtype=torch.float64)
+    s = torch.tensor([float(v) for v in scaling], dtype=torch.float64)
+    return s * r.sqrt() * sig * T.norm()
+
+
+def ratio_spread(teacher: torch.Tensor, rank: int = 1, draws: int = 1) -> float:
+    """Predicted standard deviation of (measured / expected) first GD step drop, mean of ``draws`` draws.
+
+    ``||T a||^2`` for one row ``a`` of ``A`` with i.i.d. entries has relative variance at most
+    ``2 sum_i sigma_i^4 / (sum_i sigma_i^2)^2`` (Gaussian entries; uniform ones give less); ``A``
+    has ``rank`` independent rows and the mean is over ``draws`` independent ``A``.
+    """
+    s2 = torch.linalg.svdvals(teacher.detach().cpu().double()).square()
+    rel_var = 2 * float(s2.square().sum() / s2.sum() ** 2)
+    return math.sqrt(rel_var / (positive_int(rank, "rank") * positive_int(draws, "draws")))
+
+
+def equivalent_config(s_from: float, s_to: float, lr: float, optimizer: Optimizer = "sgd"
+                      ) -> tuple[float, float]:
+    """``(lr', c)``: a run with scale ``s_to``, rate ``lr'`` and initial ``A = c A0`` follows exactly
+    the run with scale ``s_from``, rate ``lr`` and ``A = A0`` (the reparametrisation; ``c = sqrt(s_from/s_to)``).
+
+    Gradient descent: ``lr' = lr s_from / s_to``; Adam: ``lr' = lr sqrt(s_from / s_to)``.
+    """
+    s_from, s_to = positive_float(s_from, "s_from"), positive_float(s_to, "s_to")
+    lr = positive_float(lr, "lr")
+    choice(optimizer, "optimizer", OPTIMIZERS)
+    ratio = s_from / s_to
+    return (lr * ratio if optimizer == "sgd" else lr * math.sqrt(ratio)), math.sqrt(ratio)
+
+
+def time_to_reach(loss: torch.Tensor, level: torch.Tensor | float) -> torch.Tensor:
+    """First step at which each curve (K, steps + 1) is ``<= level`` (linear interpolation); NaN if never."""
+    L = torch.as_tensor(loss, dtype=torch.float64)
+    if L.ndim != 2:
+        raise ValueError(f"loss must be a 2-D tensor (K, steps + 1), got shape {tuple(L.shape)}")
+    lev = torch.as_tensor(level, dtype=torch.float64).expand(L.shape[0])
+    out = torch.full((L.shape[0],), float("nan"), dtype=torch.float64)
+    for k in range(L.shape[0]):
+        hit = torch.nonzero(L[k] <= lev[k])
+        if hit.numel():
+            t = int(hit[0])
+            if t == 0:
+                out[k] = 0.0
+            else:
+                a, b = float(L[k, t - 1]), float(L[k, t])
+                out[k] = t - 1 + (a - float(lev[k])) / (a - b)
+    return out
