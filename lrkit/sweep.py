@@ -1,66 +1,71 @@
-"""Many training configurations as one tensor program (Chapters 5 and 6).
+"""Many LoRA training configurations as one tensor program: the engine of Chapters 5 and 6.
 
-**The task.** A frozen "pretrained" layer of width ``n`` reads features
-``z = W_in x`` (``x`` in R^d, ``W_in`` (n, d) with entries N(0, 1/d), so every entry of
-``z`` is of order 1). Fine-tuning must add a rank-``r*`` change ``dW* = U V^T``
-(``U`` (n, r*) entries N(0, 1), ``V`` (n, r*) entries N(0, 1/n)), so the target change of
-the layer's output, ``y = dW* z``, has entries of order 1 too. A LoRA adapter learns it:
+**The task.** A frozen "pretrained" layer of width ``n`` reads features ``z = W_in x``
+(``x`` in R^d, ``W_in`` (n, d) with entries N(0, 1/d), so every entry of ``z`` is of order 1).
+Fine-tuning must add a rank-``r*`` change ``dW* = U V^T`` (``U`` (n, r*) entries N(0, 1),
+``V`` (n, r*) entries N(0, 1/n)), so the target change of the layer's output, ``y = dW* z``,
+has entries of order 1 too. A LoRA adapter learns it:
 
-    L(A, B) = 1/(2 n N) * sum_samples || s B A z - dW* z ||^2,      A: (r, n), B: (n, r),
+    L(A, B) = 1/(2 n N) * sum_samples || s B A z - dW* z ||^2,   A: (r, n), B: (n, r),
 
 with ``s = alpha / r`` (``alpha = None`` means ``s = 1``). The base weight cancels from the
-loss, so only the LoRA branch ``s B A z`` is simulated. Loss and gradients, with
-``Z`` (N, n) the samples, ``Y = dW* Z^T`` (n, N), ``P = A Z^T`` (r, N) and ``E = s B P - Y`` (n, N):
+loss, so only the LoRA branch ``s B A z`` is simulated. With ``Z`` (N, n) the samples,
+``Y = dW* Z^T`` (n, N), ``P = A Z^T`` (r, N) and ``E = s B P - Y`` (n, N):
 
-    L = ||E||_F^2 / (2 n N),     dL/dB = s E P^T / (n N),     dL/dA = s B^T E Z / (n N).
+    L = ||E||_F^2 / (2 n N),   dL/dB = s E P^T / (n N),   dL/dA = s B^T E Z / (n N).
 
-*How it is computed.* Two exact rewritings keep the big ``(K, n, N)`` error tensor out of
-memory. (i) The samples span only ``m = rank(Z) <= d`` directions: with the thin SVD
-``Z = U S V^T`` the "virtual samples" ``Zr = S V^T`` (m, n) and targets ``Yr = Y U`` (n, m)
-give the same loss and gradients as ``Z`` and ``Y``. (ii) Sufficient statistics:
-``||E||^2 = s^2 <B^T B, P P^T> - 2 s <B^T Yr, P> + ||Yr||^2`` (the small ``r x r`` and
-``r x m`` products in float64, so no precision is lost to cancellation), and
-``E P^T = s B (P P^T) - Yr P^T``, ``B^T E = s (B^T B) P - B^T Yr``. Every step is then a
-handful of batched products of cost ``K r n m``.
+*How it is computed.* Two exact rewritings keep the ``(K, n, N)`` error tensor out of memory.
+(i) The samples span only ``m = rank(Z) <= d`` directions: with the thin SVD ``Z = U S V^T``
+the "virtual samples" ``Zr = S V^T`` (m, n) and targets ``Yr = Y U`` (n, m) give the same
+loss and gradients. (ii) Sufficient statistics: ``||E||^2 = s^2 <B^T B, P P^T> - 2 s <B^T Yr, P>
++ ||Yr||^2`` (the small ``r x r`` and ``r x m`` products in float64), ``E P^T = s B (P P^T) -
+Yr P^T`` and ``B^T E = s (B^T B) P - B^T Yr``. A step costs a few batched products of
+size ``K r n m``.
 
 **The sweep.** :func:`run_lora_sweep` trains ``K`` configurations at once, each with its
-own ``(eta_A, eta_B, init, seed)``: ``A`` has shape (K, r, n), ``B`` (K, n, r), every step
-is a batched matrix product and the update uses per-configuration learning rates
-(:func:`lrkit.optim.batched_adam_step`). A configuration whose loss becomes non-finite
-or exceeds ``blowup`` times its starting loss is *diverged*: it is frozen, marked in
-``SweepResult.diverged``, and its curves are NaN from that step on (plots drop NaN), so
-it can neither crash the sweep nor leak into a fit.
+own ``(eta_A, eta_B, init, seed)``: ``A`` (K, r, n), ``B`` (K, n, r), per-configuration
+learning rates (:func:`lrkit.optim.batched_adam_step`). A configuration whose loss becomes
+non-finite or exceeds ``blowup`` times its starting loss is *diverged*: frozen, marked in
+``SweepResult.diverged``, its curves NaN from then on, so it can neither crash the sweep nor
+leak into a fit. ``snapshots`` keeps ``(A, B)`` at chosen steps, for the per-step terms of
+:mod:`lrkit.lr_scaling`.
 
-**Analysis helpers.** :func:`largest_stable_lr` and :func:`best_lr` per width,
-:func:`best_pair` for a two-rate grid, :func:`best_eta_A_per_eta_B` for the valley of such a grid
-(the best ``eta_A`` in every ``eta_B`` column), :func:`steps_to_reach` for speed-ups and
-:func:`fit_exponent` for a power law across widths with its uncertainty.
-
-Tensors live on :func:`lrkit.get_device`; randomness comes from explicit seeds, so a
-configuration gives the same numbers in a sweep of one and in a sweep of a thousand.
+The readers of a sweep (largest stable rate, best rate, best pair, valley floor, per-step
+terms) live in :mod:`lrkit.lr_scaling` and are re-exported here, with ``fit_exponent``
+(:func:`lrkit.fit.fit_power_law`). Tensors live on :func:`lrkit.get_device`; randomness
+comes from explicit seeds, so a configuration gives the same numbers in a sweep of one and
+in a sweep of a thousand.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from .env import few_threads, generator, get_device, get_scale
-from .init import INIT_SCHEMES, init_lora_
 from ._validate import broadcast, check_seed, positive_float, positive_int
+from .env import few_threads, generator, get_device, get_scale
 from .fit import ExponentFit, fit_power_law
+from .init import INIT_SCHEMES, init_lora_
+from .lr_scaling import (best_eta_A_per_eta_B, best_lr, best_pair, feature_rms, largest_stable_lr,
+                         near_optimal_centre, step_terms, steps_to_reach)
 from .optim import AdamState, batched_adam_step, batched_sgd_step
 
 OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
-SWEEP_INITS: tuple[str, ...] = tuple(k for k in INIT_SCHEMES if k != "pissa")  # pissa needs a base weight
+# pissa needs a base weight
+SWEEP_INITS: tuple[str, ...] = tuple(k for k in INIT_SCHEMES if k != "pissa")
 
-__all__ = ["LoRATask", "lora_task", "SweepResult", "run_lora_sweep", "grid", "largest_stable_lr", "best_lr",
-           "best_pair", "best_eta_A_per_eta_B", "steps_to_reach", "ExponentFit", "fit_exponent", "factor2_grid"]
+__all__ = ["LoRATask", "lora_task", "SweepResult", "run_lora_sweep", "init_factors", "grid",
+           "factor2_grid", "largest_stable_lr", "best_lr", "best_pair", "best_eta_A_per_eta_B",
+           "near_optimal_centre", "steps_to_reach", "feature_rms", "step_terms", "ExponentFit",
+           "fit_exponent"]
+
+# Chapters 5 and 6 fit exponents across widths: the course's one power-law fit
+fit_exponent = fit_power_law
 
 
 # --------------------------------------------------------------------------- the task
@@ -68,7 +73,7 @@ __all__ = ["LoRATask", "lora_task", "SweepResult", "run_lora_sweep", "grid", "la
 
 @dataclass(frozen=True)
 class LoRATask:
-    """Features ``Z`` (N, n), targets ``Y = dW* Z^T`` (n, N), and their reduced forms ``Zr`` (m, n), ``Yr`` (n, m)."""
+    """Features ``Z`` (N, n), targets ``Y = dW* Z^T`` (n, N), reduced ``Zr`` (m, n), ``Yr`` (n, m)."""
 
     Z: torch.Tensor
     Y: torch.Tensor
@@ -96,7 +101,8 @@ def lora_task(width: int, d: int = 16, samples: int = 32, teacher_rank: int = 2,
     n, d = positive_int(width, "width"), positive_int(d, "d")
     N, k = positive_int(samples, "samples"), positive_int(teacher_rank, "teacher_rank")
     if k > min(n, d):
-        raise ValueError(f"teacher_rank must satisfy 1 <= teacher_rank <= min(width, d) = {min(n, d)}, got {k}")
+        raise ValueError(f"teacher_rank must satisfy 1 <= teacher_rank <= min(width, d) = "
+                         f"{min(n, d)}, got {k}")
     g = generator(seed)
     x = torch.randn(N, d, generator=g)
     w_in = torch.randn(n, d, generator=g) / math.sqrt(d)
@@ -119,7 +125,8 @@ def lora_task(width: int, d: int = 16, samples: int = 32, teacher_rank: int = 2,
 def grid(**axes: Sequence[Any]) -> dict[str, list[Any]]:
     """The Cartesian product of the axes, as one list per name (last axis fastest).
 
-    ``grid(eta=[0.1, 0.2], seed=[0, 1])`` gives ``{"eta": [0.1, 0.1, 0.2, 0.2], "seed": [0, 1, 0, 1]}``.
+    ``grid(eta=[0.1, 0.2], seed=[0, 1])`` gives
+    ``{"eta": [0.1, 0.1, 0.2, 0.2], "seed": [0, 1, 0, 1]}``.
     """
     if not axes:
         raise ValueError("grid needs at least one axis, e.g. grid(eta=[...], seed=[...])")
@@ -135,7 +142,8 @@ def factor2_grid(low: float, high: float) -> list[float]:
     low, high = positive_float(low, "low"), positive_float(high, "high")
     if low > high:
         raise ValueError(f"low must not exceed high, got low={low}, high={high}")
-    return [2.0 ** k for k in range(math.ceil(math.log2(low) - 1e-9), math.floor(math.log2(high) + 1e-9) + 1)]
+    lo, hi = math.ceil(math.log2(low) - 1e-9), math.floor(math.log2(high) + 1e-9)
+    return [2.0 ** k for k in range(lo, hi + 1)]
 
 
 @dataclass
@@ -145,7 +153,8 @@ class SweepResult:
     ``loss`` (K, steps + 1): the loss relative to the starting loss (1.0 at step 0);
     ``feature_rms`` (K, steps + 1): rms over samples and rank of the LoRA feature ``A z``;
     ``diverged`` (K,) and ``diverged_at`` (K,) (the step it was detected, -1 if never);
-    ``A`` (K, r, n) and ``B`` (K, n, r): the final factors (zero for diverged configurations).
+    ``A`` (K, r, n) and ``B`` (K, n, r): the final factors (zero for diverged configurations);
+    ``snapshots``: ``{step: (A, B)}`` for the steps asked for (CPU tensors).
     """
 
     eta_A: np.ndarray
@@ -158,6 +167,7 @@ class SweepResult:
     diverged_at: np.ndarray
     A: torch.Tensor
     B: torch.Tensor
+    snapshots: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
 
     @property
     def final_loss(self) -> np.ndarray:
@@ -166,6 +176,14 @@ class SweepResult:
 
     def __len__(self) -> int:
         return len(self.init)
+
+
+class _Silent:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def _progress(total: int, enabled: bool | None) -> Any:
@@ -181,17 +199,9 @@ def _progress(total: int, enabled: bool | None) -> Any:
     return _Silent()
 
 
-class _Silent:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _init_factors(init: list[str], seed: list[int], rank: int, n: int, scaling: float,
-                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """``A`` (K, r, n) and ``B`` (K, n, r), configuration ``k`` drawn by ``lrkit.init`` from ``seed[k]``."""
+def init_factors(init: Sequence[str], seed: Sequence[int], rank: int, n: int, scaling: float,
+                 device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """``A`` (K, r, n) and ``B`` (K, n, r); configuration ``k`` drawn by ``lrkit.init`` from ``seed[k]``."""
     K = len(init)
     A = torch.empty(K, rank, n)
     B = torch.empty(K, n, rank)
@@ -203,33 +213,39 @@ def _init_factors(init: list[str], seed: list[int], rank: int, n: int, scaling: 
     return A.to(device), B.to(device)
 
 
-def run_lora_sweep(task: LoRATask, eta_A: float | Sequence[float], eta_B: float | Sequence[float] | None = None,
-                   init: str | Sequence[str] = "A", seed: int | Sequence[int] = 0, rank: int = 4,
-                   alpha: float | None = None, steps: int = 100, optimizer: str = "adam", blowup: float = 10.0,
-                   progress: bool | None = None) -> SweepResult:
+# --------------------------------------------------------------------------- the sweep
+
+
+def run_lora_sweep(task: LoRATask, eta_A: float | Sequence[float],
+                   eta_B: float | Sequence[float] | None = None, init: str | Sequence[str] = "A",
+                   seed: int | Sequence[int] = 0, rank: int = 4, alpha: float | None = None,
+                   steps: int = 100, optimizer: str = "adam", blowup: float = 10.0,
+                   progress: bool | None = None, snapshots: Sequence[int] = ()) -> SweepResult:
     """Train ``K`` LoRA configurations on ``task`` at once (full batch); see the module docstring.
 
     ``eta_A`` gives ``K`` (a number means ``K = 1``); ``eta_B`` (default: equal to ``eta_A``),
     ``init`` ("A", "B" or "gaussian") and ``seed`` (the adapter's initial draw) are one value
     or ``K`` values. ``optimizer``: "adam" (``torch.optim.Adam``'s defaults) or "sgd".
     A configuration diverges when its loss is non-finite or above ``blowup`` times the
-    starting loss. ``progress``: a tqdm bar (``None``: only at full scale).
+    starting loss. ``progress``: a tqdm bar (``None``: only at full scale). ``snapshots``:
+    steps (0 to ``steps``) at which to keep a copy of ``(A, B)``.
     """
     if not isinstance(task, LoRATask):
-        raise TypeError(f"task must be a LoRATask (from lrkit.sweep.lora_task), got {type(task).__name__}")
+        raise TypeError(f"task must be a LoRATask (from lrkit.sweep.lora_task), "
+                        f"got {type(task).__name__}")
     etas_A = [eta_A] if isinstance(eta_A, (int, float)) else list(eta_A)
     K = len(etas_A)
     if K == 0:
         raise ValueError("eta_A must be a learning rate or a non-empty sequence of them")
     etas_A = [positive_float(v, "eta_A") for v in etas_A]
-    etas_B = etas_A if eta_B is None else [positive_float(v, "eta_B") for v in broadcast(eta_B, K, "eta_B")]
+    etas_B = etas_A if eta_B is None else [positive_float(v, "eta_B")
+                                           for v in broadcast(eta_B, K, "eta_B")]
     inits = broadcast(init, K, "init")
     for name in set(inits):
         if name not in SWEEP_INITS:
             raise ValueError(f"init must be one of {list(SWEEP_INITS)}, got {name!r}")
-    seeds = broadcast(seed, K, "seed")
-    seeds = [check_seed(s) for s in seeds]
-    n, N = task.width, task.samples
+    seeds = [check_seed(s) for s in broadcast(seed, K, "seed")]
+    n = task.width
     rank = positive_int(rank, "rank")
     if rank > n:
         raise ValueError(f"rank must satisfy 1 <= rank <= width = {n}, got {rank}")
@@ -237,16 +253,20 @@ def run_lora_sweep(task: LoRATask, eta_A: float | Sequence[float], eta_B: float 
     steps = positive_int(steps, "steps")
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
-    if isinstance(blowup, bool) or not isinstance(blowup, (int, float)) or not math.isfinite(blowup) or blowup <= 1:
+    if (isinstance(blowup, bool) or not isinstance(blowup, (int, float))
+            or not math.isfinite(blowup) or blowup <= 1):
         raise ValueError(f"blowup must be a finite number > 1, got {blowup!r}")
-
+    keep = sorted(set(snapshots))
+    if any(isinstance(t, bool) or not isinstance(t, int) or not 0 <= t <= steps for t in keep):
+        raise ValueError(f"snapshots must be steps between 0 and steps = {steps}, got {snapshots!r}")
     with few_threads(task.Z.device):
-        return _train(task, etas_A, etas_B, inits, seeds, rank, scaling, steps, optimizer, blowup, progress)
+        return _train(task, etas_A, etas_B, inits, seeds, rank, scaling, steps, optimizer, blowup,
+                      progress, keep)
 
 
-def _train(task: LoRATask, etas_A: list[float], etas_B: list[float], inits: list[str], seeds: list[int],
-           rank: int, scaling: float, steps: int, optimizer: str, blowup: float,
-           progress: bool | None) -> SweepResult:
+def _train(task: LoRATask, etas_A: list[float], etas_B: list[float], inits: list[str],
+           seeds: list[int], rank: int, scaling: float, steps: int, optimizer: str,
+           blowup: float, progress: bool | None, keep: list[int]) -> SweepResult:
     """The training loop of :func:`run_lora_sweep` (arguments already checked)."""
     K, n, N = len(etas_A), task.width, task.samples
     dev = task.Z.device
@@ -254,7 +274,7 @@ def _train(task: LoRATask, etas_A: list[float], etas_B: list[float], inits: list
     Zrt = Zr.T.contiguous()                            # (n, m)
     Yr64 = Yr.double()
     y2 = Yr64.square().sum()
-    A, B = _init_factors(inits, seeds, rank, n, scaling, dev)
+    A, B = init_factors(inits, seeds, rank, n, scaling, dev)
     lr_A = torch.tensor(etas_A, device=dev)
     lr_B = torch.tensor(etas_B, device=dev)
     state_A, state_B = AdamState(A), AdamState(B)
@@ -263,33 +283,39 @@ def _train(task: LoRATask, etas_A: list[float], etas_B: list[float], inits: list
     L0 = task.initial_loss
     loss = torch.full((K, steps + 1), float("nan"))
     feat = torch.full((K, steps + 1), float("nan"))
+    shots: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     bar = _progress(steps, progress)
     norm = scaling / (n * N)
     zero = torch.zeros((), device=dev)
+    nan = torch.tensor(float("nan"))
     for t in range(steps + 1):
-        P = A @ Zrt                                              # (K, r, m): the LoRA feature A z
+        if t in keep:
+            shots[t] = (A.cpu().clone(), B.cpu().clone())
+        P = A @ Zrt                                       # (K, r, m): the LoRA feature A z
         Bt, Pd = B.transpose(1, 2).double(), P.double()
-        G = Bt @ Bt.transpose(1, 2)                              # (K, r, r)  B^T B
-        PPt = Pd @ Pd.transpose(1, 2)                            # (K, r, r)  P P^T
-        BtY = Bt @ Yr64                                          # (K, r, m)  B^T Yr
-        sq = (scaling ** 2 * (G * PPt).sum((1, 2)) - 2 * scaling * (BtY * Pd).sum((1, 2)) + y2)
-        Lk = (0.5 * sq.clamp_min(0) / (n * N) / L0).float()     # (K,) loss relative to step 0
+        G = Bt @ Bt.transpose(1, 2)                       # (K, r, r)  B^T B
+        PPt = Pd @ Pd.transpose(1, 2)                     # (K, r, r)  P P^T
+        BtY = Bt @ Yr64                                   # (K, r, m)  B^T Yr
+        sq = scaling ** 2 * (G * PPt).sum((1, 2)) - 2 * scaling * (BtY * Pd).sum((1, 2)) + y2
+        Lk = (0.5 * sq.clamp_min(0) / (n * N) / L0).float()   # (K,) loss relative to step 0
         bad = alive & (~torch.isfinite(Lk) | (Lk > blowup))
         if bool(bad.any()):
             died[bad.cpu()] = t
             alive &= ~bad
-            keep = alive.view(K, 1, 1)
-            A, B, P, G, PPt, BtY = (torch.where(keep, x, zero.to(x.dtype)) for x in (A, B, P, G, PPt, BtY))
+            ok = alive.view(K, 1, 1)
+            A, B, P, G, PPt, BtY = (torch.where(ok, x, zero.to(x.dtype))
+                                    for x in (A, B, P, G, PPt, BtY))
             for st in (state_A, state_B):
-                st.m = torch.where(keep, st.m, zero)
-                st.v = torch.where(keep, st.v, zero)
+                st.m = torch.where(ok, st.m, zero)
+                st.v = torch.where(ok, st.v, zero)
         live = alive.cpu()
-        loss[:, t] = torch.where(live, Lk.cpu(), torch.tensor(float("nan")))
-        feat[:, t] = torch.where(live, (P.square().sum((1, 2)) / (rank * N)).sqrt().cpu(), torch.tensor(float("nan")))
+        loss[:, t] = torch.where(live, Lk.cpu(), nan)
+        rms = (P.square().sum((1, 2)) / (rank * N)).sqrt().cpu()
+        feat[:, t] = torch.where(live, rms, nan)
         if t == steps:
             break
-        gB = norm * (scaling * (B @ PPt.float()) - Yr @ P.transpose(1, 2))       # s E P^T / (nN): (K, n, r)
-        gA = norm * ((scaling * (G.float() @ P) - BtY.float()) @ Zr)            # s B^T E Z / (nN): (K, r, n)
+        gB = norm * (scaling * (B @ PPt.float()) - Yr @ P.transpose(1, 2))   # s E P^T / (nN)
+        gA = norm * ((scaling * (G.float() @ P) - BtY.float()) @ Zr)        # s B^T E Z / (nN)
         rate_A, rate_B = lr_A * alive, lr_B * alive
         if optimizer == "adam":
             A = batched_adam_step(A, gA, state_A, rate_A)
@@ -299,111 +325,7 @@ def _train(task: LoRATask, etas_A: list[float], etas_B: list[float], inits: list
             B = batched_sgd_step(B, gB, rate_B)
         bar.update(1)
     bar.close()
-    return SweepResult(eta_A=np.array(etas_A), eta_B=np.array(etas_B), init=list(inits), seed=list(seeds),
-                       loss=loss.numpy(), feature_rms=feat.numpy(), diverged=died.numpy() >= 0,
-                       diverged_at=died.numpy(), A=A.cpu(), B=B.cpu())
-
-
-# --------------------------------------------------------------------------- analysis
-
-
-def _lrs_array(lrs: Sequence[float] | np.ndarray, name: str = "lrs") -> np.ndarray:
-    a = np.asarray(lrs, dtype=float)
-    if a.ndim != 1 or a.size == 0:
-        raise ValueError(f"{name} must be a non-empty 1-D sequence of learning rates, got shape {a.shape}")
-    if not np.all(np.isfinite(a)) or np.any(a <= 0) or np.any(np.diff(a) <= 0):
-        raise ValueError(f"{name} must be positive, finite and strictly increasing")
-    return a
-
-
-def largest_stable_lr(lrs: Sequence[float] | np.ndarray, diverged: np.ndarray) -> float:
-    """The largest grid rate at which, and at every smaller grid rate, no seed diverged.
-
-    ``lrs`` (L,) increasing; ``diverged`` (L,) or (L, S) booleans (S seeds). NaN when even
-    the smallest rate diverges. Requiring every smaller rate to be stable too keeps a lucky
-    isolated stable rate above the edge from counting.
-    """
-    a = _lrs_array(lrs)
-    d = np.asarray(diverged, dtype=bool)
-    if d.ndim == 1:
-        d = d[:, None]
-    if d.ndim != 2 or d.shape[0] != a.size:
-        raise ValueError(f"diverged must have shape (L,) or (L, S) with L = len(lrs) = {a.size}, got {d.shape}")
-    stable = ~d.any(axis=1)
-    if not stable[0]:
-        return float("nan")
-    first_bad = np.flatnonzero(~stable)
-    return float(a[-1] if first_bad.size == 0 else a[first_bad[0] - 1])
-
-
-def _mean_losses(losses: np.ndarray) -> np.ndarray:
-    """Mean over the last axis (seeds); a diverged seed (NaN) makes the mean +inf."""
-    x = np.asarray(losses, dtype=float)
-    return np.where(np.isnan(x), np.inf, x).mean(axis=-1)
-
-
-def best_lr(lrs: Sequence[float] | np.ndarray, losses: np.ndarray) -> tuple[float, float]:
-    """``(lr*, loss*)``: the rate with the lowest seed-mean loss; ``losses`` (L, S), NaN = diverged."""
-    a = _lrs_array(lrs)
-    x = np.asarray(losses, dtype=float)
-    if x.ndim == 1:
-        x = x[:, None]
-    if x.shape[0] != a.size:
-        raise ValueError(f"losses must have shape (L, S) with L = len(lrs) = {a.size}, got {x.shape}")
-    m = _mean_losses(x)
-    i = int(np.argmin(m))
-    return float(a[i]), float(m[i])
-
-
-def _grid_mean_losses(eta_A: Sequence[float] | np.ndarray, eta_B: Sequence[float] | np.ndarray,
-                      losses: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Checked ``(eta_A, eta_B, seed-mean losses (LA, LB))`` of a grid; ``losses`` (LA, LB, S) or (LA, LB)."""
-    a, b = _lrs_array(eta_A, "eta_A"), _lrs_array(eta_B, "eta_B")
-    x = np.asarray(losses, dtype=float)
-    if x.ndim == 2:
-        x = x[..., None]
-    if x.ndim != 3 or x.shape[:2] != (a.size, b.size):
-        raise ValueError(f"losses must have shape (len(eta_A), len(eta_B), S) = ({a.size}, {b.size}, S), "
-                         f"got {x.shape}")
-    return a, b, _mean_losses(x)
-
-
-def best_pair(eta_A: Sequence[float] | np.ndarray, eta_B: Sequence[float] | np.ndarray,
-              losses: np.ndarray) -> tuple[float, float, float]:
-    """``(eta_A*, eta_B*, loss*)`` minimising the seed-mean loss on a grid; ``losses`` (LA, LB, S) or (LA, LB)."""
-    a, b, m = _grid_mean_losses(eta_A, eta_B, losses)
-    if not np.isfinite(m).any():
-        return float("nan"), float("nan"), float("inf")
-    i, j = np.unravel_index(int(np.argmin(m)), m.shape)
-    return float(a[i]), float(b[j]), float(m[i, j])
-
-
-def best_eta_A_per_eta_B(eta_A: Sequence[float] | np.ndarray, eta_B: Sequence[float] | np.ndarray,
-                         losses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The best ``eta_A`` at each fixed ``eta_B`` of a grid: the floor of the loss valley.
-
-    ``losses`` (LA, LB, S) or (LA, LB), NaN = diverged (a pair with a diverged seed is excluded).
-    Returns ``(eta_A_star, loss_star)``, both (LB,): ``eta_A_star[j]`` minimises the seed-mean
-    loss over ``eta_A`` in column ``eta_B[j]`` (:func:`best_lr` on that column), ``loss_star[j]``
-    its mean loss; NaN and +inf for a column where every pair diverged. Where the full-grid
-    minimum (:func:`best_pair`) lies on a nearly flat valley it can jump from one width to the
-    next; the valley's floor, one point per column, does not.
-    """
-    a, b, m = _grid_mean_losses(eta_A, eta_B, losses)                                        # (LA, LB), +inf where a seed diverged
-    i = np.argmin(m, axis=0)
-    loss_star = m[i, np.arange(b.size)]
-    eta_star = np.where(np.isfinite(loss_star), a[i], np.nan)
-    return eta_star, loss_star
-
-
-def steps_to_reach(curve: Sequence[float] | np.ndarray, target: float) -> int | None:
-    """The first step at which ``curve`` is at or below ``target``; ``None`` if never (NaN never counts)."""
-    c = np.asarray(curve, dtype=float)
-    if c.ndim != 1:
-        raise ValueError(f"curve must be 1-D (one loss per step), got shape {c.shape}")
-    hits = np.flatnonzero(c <= target)
-    return int(hits[0]) if hits.size else None
-
-
-# Chapters 5 and 6 fit exponents across widths: the course's one power-law fit
-fit_exponent = fit_power_law
+    return SweepResult(eta_A=np.array(etas_A), eta_B=np.array(etas_B), init=list(inits),
+                       seed=list(seeds), loss=loss.numpy(), feature_rms=feat.numpy(),
+                       diverged=died.numpy() >= 0, diverged_at=died.numpy(), A=A.cpu(), B=B.cpu(),
+                       snapshots=shots)

@@ -45,7 +45,7 @@ def test_one_step_matches_autograd_and_torch_adam(task: sw.LoRATask) -> None:
     """Three Adam steps of the sweep == torch.optim.Adam on the direct loss, per configuration."""
     etas_A, etas_B, inits, seeds = [0.01, 0.003], [0.05, 0.003], ["A", "B"], [4, 5]
     res = sw.run_lora_sweep(task, etas_A, etas_B, init=inits, seed=seeds, steps=3, progress=False)
-    start = sw._init_factors(inits, seeds, 4, task.width, 1.0, torch.device("cpu"))
+    start = sw.init_factors(inits, seeds, 4, task.width, 1.0, torch.device("cpu"))
     for k in range(2):
         A = start[0][k].clone().requires_grad_(True)
         B = start[1][k].clone().requires_grad_(True)
@@ -64,7 +64,7 @@ def test_one_step_matches_autograd_and_torch_adam(task: sw.LoRATask) -> None:
 
 def test_sgd_and_alpha_follow_the_gradient(task: sw.LoRATask) -> None:
     res = sw.run_lora_sweep(task, 0.5, 0.5, init="B", seed=2, steps=1, optimizer="sgd", alpha=8.0, progress=False)
-    A0, B0 = sw._init_factors(["B"], [2], 4, task.width, 2.0, torch.device("cpu"))
+    A0, B0 = sw.init_factors(["B"], [2], 4, task.width, 2.0, torch.device("cpu"))
     A, B = A0[0].clone().requires_grad_(True), B0[0].clone().requires_grad_(True)
     direct_loss(task, A, B, s=2.0).backward()
     assert torch.allclose(res.A[0], (A - 0.5 * A.grad).detach(), atol=1e-6)
@@ -154,21 +154,60 @@ def test_best_lr_best_pair_and_steps_to_reach() -> None:
         sw.best_pair([1.0], [1.0, 2.0], np.ones((2, 2)))
 
 
-def test_fit_exponent_recovers_a_power_law_with_an_honest_error() -> None:
-    w = np.array([64, 128, 256, 512, 1024])
-    fit = sw.fit_exponent(w, 3.0 * w ** -0.5)
-    assert fit.exponent == pytest.approx(-0.5) and fit.prefactor == pytest.approx(3.0) and fit.stderr < 1e-9
-    assert np.allclose(fit.predict(w), 3.0 * w ** -0.5)
-    gridded = sw.fit_exponent(w, 2.0 ** np.round(np.log2(3.0 * w ** -0.5)), grid_factor=2)
-    assert abs(gridded.exponent + 0.5) < 0.1 and 0.05 < gridded.stderr < 0.3  # rounding to the grid costs precision
-    noisy = sw.fit_exponent(w, np.stack([w ** -1.0 * 1.1, w ** -1.0 * 0.9], 1))
-    assert noisy.exponent == pytest.approx(-1.0, abs=1e-9)
-    p, se, c = noisy
-    assert se > 0
-    with pytest.raises(ValueError, match="positive and finite"):
-        sw.fit_exponent(w, [1.0, 2.0, np.nan, 1.0, 1.0])
-    with pytest.raises(ValueError, match="grid_factor must be a number > 1"):
-        sw.fit_exponent(w, w ** -0.5, grid_factor=1)
+def test_fit_exponent_is_lrkit_fit_power_law() -> None:
+    from lrkit.fit import fit_power_law
+
+    assert sw.fit_exponent is fit_power_law  # tested in tests/test_fit.py
+
+
+def test_snapshots_near_optimal_centre_and_step_terms(task: sw.LoRATask) -> None:
+    res = sw.run_lora_sweep(task, [0.01, 0.01], init=["A", "B"], seed=[1, 2], steps=4,
+                            snapshots=[0, 3, 4], progress=False)
+    assert sorted(res.snapshots) == [0, 3, 4]
+    A0, B0 = sw.init_factors(["A", "B"], [1, 2], 4, task.width, 1.0)
+    assert torch.equal(res.snapshots[0][0], A0) and torch.equal(res.snapshots[0][1], B0)
+    assert torch.equal(res.snapshots[4][0], res.A) and torch.equal(res.snapshots[4][1], res.B)
+    (A, B), (A2, B2) = res.snapshots[3], res.snapshots[4]
+    d = sw.step_terms(task.Z, A, B, A2, B2)
+    Zt = task.Z.T.double()
+    change = (B2.double() @ A2.double() - B.double() @ A.double()) @ Zt
+    parts = (B.double() @ (A2 - A).double() @ Zt, (B2 - B).double() @ A.double() @ Zt,
+             (B2 - B).double() @ (A2 - A).double() @ Zt)
+    assert torch.allclose(sum(parts), change, atol=1e-10)       # the three terms add up exactly
+    for name, part in zip(("delta1", "delta2", "delta3"), parts):
+        assert torch.allclose(d[name], part.square().mean((1, 2)).sqrt())
+    assert torch.allclose(d["Z_A"], sw.feature_rms(A, task.Z))
+    assert d["delta1"][0] > 0 and float(sw.feature_rms(A0, task.Z)[1]) == 0.0   # Init[B]: A0 = 0
+    with pytest.raises(ValueError, match="snapshots must be steps between 0 and steps = 4"):
+        sw.run_lora_sweep(task, 0.01, steps=4, snapshots=[5], progress=False)
+    with pytest.raises(ValueError, match="A, A_next must be"):
+        sw.step_terms(task.Z, A, B, A2[:, :2], B2)
+    lrs = [0.1, 0.2, 0.4, 0.8, 1.6]
+    flat = np.array([1.0, 0.52, 0.5, 0.54, 2.0])              # near-optimal: 0.2, 0.4, 0.8
+    assert sw.near_optimal_centre(lrs, flat) == pytest.approx(0.4)
+    assert sw.near_optimal_centre(lrs, flat, within=0.0) == pytest.approx(0.4)
+    assert math.isnan(sw.near_optimal_centre(lrs, np.full(5, np.nan)))
+    with pytest.raises(ValueError, match="within must be"):
+        sw.near_optimal_centre(lrs, flat, within=-1)
+
+
+def test_coherence_statistic_fails_on_random_signs() -> None:
+    """Chapter 5's coherence claim (exponent 1 within 1/4) rejects an incoherent first step."""
+    from lrkit.fit import fit_power_law
+
+    widths = [64, 256, 1024, 4096]
+    gen = torch.Generator().manual_seed(0)
+    coherent, random_signs = [], []
+    for n in widths:
+        t = sw.lora_task(n, seed=0, device="cpu")
+        one = sw.run_lora_sweep(t, 1e-3, init="B", seed=0, steps=1, snapshots=[0, 1],
+                                progress=False)
+        dA = one.snapshots[1][0] - one.snapshots[0][0]
+        coherent.append(float(sw.feature_rms(dA, t.Z)[0]) / 1e-3)
+        signs = torch.randint(0, 2, dA.shape, generator=gen).float() * 2 - 1   # planted
+        random_signs.append(float(sw.feature_rms(1e-3 * signs, t.Z)[0]) / 1e-3)
+    assert abs(fit_power_law(widths, coherent).exponent - 1.0) <= 0.25
+    assert abs(fit_power_law(widths, random_signs).exponent - 1.0) > 0.25
 
 
 def test_progress_bar_is_optional(task: sw.LoRATask, monkeypatch: pytest.MonkeyPatch) -> None:
