@@ -1,0 +1,188 @@
+"""Batched gradient-descent runs for matrix sensing (Chapter 4).
+
+:func:`run_sweep` runs many configurations (rank ``r``, init scale ``omega``, init seed, the
+LoRA scale ``s``, the init scheme) as one tensor program: a leading configuration axis, factors
+padded to the largest rank with zero columns (``X``, ``B``) and zero rows (``A``) that stay
+exactly zero under both updates (their gradients vanish). Errors ``||M_t - M*||_F^2`` are
+recorded on a log grid of steps; a configuration that blows up is marked ``diverged``, reset
+to zero and reported as NaN, never a crash.
+
+**One-step rebalancing** (:func:`lrkit.sensing.rebalance`, our construction): once a
+configuration's *training loss* (the observable ``(1/2m)||Z(M) - y||^2``, not the distance to
+``M*``) has fallen below ``rebalance_below`` times its value at ``M = 0``, its factors are
+rebalanced once, keeping ``B A`` unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .._validate import broadcast, choice, positive_float, positive_int
+from ..env import few_threads
+from .factors import A_RATIO, LORA_INITS, check_rank, imbalance, init_asymmetric, init_lora_factors, \
+    init_symmetric, rebalance, asymmetric_step, symmetric_step
+from .problem import DTYPE, SensingProblem
+
+Parameterisation = str
+PARAMETERISATIONS: tuple[str, ...] = ("symmetric", "asymmetric")
+INITS: tuple[str, ...] = ("gaussian",) + LORA_INITS
+
+__all__ = ["PARAMETERISATIONS", "INITS", "log_grid", "SensingRun", "run_sweep"]
+
+
+def log_grid(steps: int, num: int) -> torch.Tensor:
+    """About ``num`` distinct steps in ``[0, steps]``: ``0``, then log-spaced, always ending at ``steps``."""
+    positive_int(steps, "steps")
+    positive_int(num, "num")
+    grid = np.unique(np.round(np.logspace(0, math.log10(steps), max(num - 1, 1))).astype(np.int64))
+    return torch.as_tensor(np.concatenate([[0], grid[grid <= steps]]), dtype=torch.long)
+
+
+@dataclass
+class SensingRun:
+    """A batched run: ``error[c, j] = ||M_t - M*||_F^2`` of configuration ``c`` at step ``steps[j]``.
+
+    Configurations: ``ranks[c]``, ``omegas[c]``, ``seeds[c]``, ``scales[c]``, ``inits[c]``.
+    ``diverged[c]``: the run blew up (its errors are NaN from then on). ``rebalanced_at[c]``: the
+    step of the one-step modification, ``-1`` if none. Asymmetric runs also keep, per
+    configuration, the imbalance ``B^T B - A A^T`` at step 0 (``delta0``, ``(r, r)``), its
+    eigenvalues (``imbalance_eigs``, ascending) and the final factors ``(B_T, A_T)``
+    (``factors``). Tensors are on the CPU.
+    """
+
+    parameterisation: str
+    lr: float
+    ranks: list[int]
+    omegas: list[float]
+    seeds: list[int]
+    steps: torch.Tensor
+    error: torch.Tensor
+    diverged: torch.Tensor
+    rebalanced_at: torch.Tensor
+    imbalance_eigs: list[torch.Tensor] | None = None
+    scales: list[float] | None = None
+    inits: list[str] | None = None
+    delta0: list[torch.Tensor] | None = None
+    factors: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    @property
+    def final(self) -> torch.Tensor:
+        return self.error[:, -1]
+
+
+def run_sweep(problem: SensingProblem, parameterisation: str, ranks: Sequence[int] | int,
+              omegas: Sequence[float] | float = 1.0, seeds: Sequence[int] | int = 0, lr: float = 0.1,
+              steps: int = 1000, num_records: int = 200, a_ratio: float = A_RATIO,
+              rebalance_once: Sequence[bool] | bool = False, rebalance_below: float = 1e-3,
+              rebalance_floor: float | None = None, blowup: float = 1e8,
+              scales: Sequence[float] | float = 1.0, inits: Sequence[str] | str = "gaussian") -> SensingRun:
+    """Gradient descent for every configuration at once; errors on a log grid of steps.
+
+    The configurations are the broadcast lists ``ranks``, ``omegas``, ``seeds``, ``scales``,
+    ``inits`` (one value is repeated). ``parameterisation``: ``"symmetric"`` (``X X^T``, needs a
+    symmetric problem) or ``"asymmetric"`` (``s B A``). Asymmetric only: ``inits`` is
+    ``"gaussian"`` (the paper's, at scale ``omega``) or LoRA's ``"A"`` / ``"B"``
+    (:func:`lrkit.sensing.init_lora_factors`; ``omega`` is then unused); ``scales`` is ``s``.
+    Each configuration with ``rebalance_once`` true is rebalanced once, at the first step where
+    its training loss is below ``rebalance_below`` times the loss of ``M = 0`` (observable: no
+    ``M*``), with ``floor = rebalance_floor`` (default ``sqrt(sigma_{r*}(B A))`` at that step:
+    it uses the rank ``r*`` but not ``M*``). A configuration whose error is non-finite or above
+    ``blowup * ||M*||^2`` is marked diverged and frozen at zero.
+    """
+    choice(parameterisation, "parameterisation", PARAMETERISATIONS)
+    lr = positive_float(lr, "lr")
+    positive_int(steps, "steps")
+    if parameterisation == "symmetric" and not problem.symmetric:
+        raise ValueError("parameterisation='symmetric' (X X^T) needs a symmetric PSD problem "
+                         "(make_problem(..., symmetric=True))")
+    positive_float(rebalance_below, "rebalance_below")
+    if rebalance_floor is not None:
+        positive_float(rebalance_floor, "rebalance_floor")
+    lists = (ranks, omegas, seeds, rebalance_once, scales, inits)
+    n_cfg = max(len(v) if isinstance(v, (list, tuple)) else 1 for v in lists)
+    R = [check_rank(r, problem) for r in broadcast(ranks, n_cfg, "ranks")]
+    W = [positive_float(w, "omegas") for w in broadcast(omegas, n_cfg, "omegas")]
+    S = broadcast(seeds, n_cfg, "seeds")
+    scl = [positive_float(s, "scales") for s in broadcast(scales, n_cfg, "scales")]
+    ini = [choice(i, "inits", INITS) for i in broadcast(inits, n_cfg, "inits")]
+    flags = [bool(f) for f in broadcast(rebalance_once, n_cfg, "rebalance_once")]
+    if parameterisation != "asymmetric" and (any(flags) or any(s != 1.0 for s in scl)
+                                             or any(i != "gaussian" for i in ini)):
+        raise ValueError("rebalance_once, scales and LoRA inits apply to parameterisation='asymmetric' only")
+    r_max, dev = max(R), problem.M_star.device
+    active = (torch.arange(r_max)[None, :] < torch.tensor(R)[:, None]).to(dev)  # (C, r_max)
+    B = torch.zeros(n_cfg, problem.n1, r_max, dtype=DTYPE)
+    A = torch.zeros(n_cfg, r_max, problem.n2, dtype=DTYPE)
+    for c, (r, w, s, i) in enumerate(zip(R, W, S, ini)):
+        if parameterisation == "symmetric":
+            B[c, :, :r] = init_symmetric(problem.n1, r, w, s)
+        elif i == "gaussian":
+            B[c, :, :r], A[c, :r, :] = init_asymmetric(problem.n1, problem.n2, r, w, s, a_ratio)
+        else:
+            B[c, :, :r], A[c, :r, :] = init_lora_factors(problem.n1, problem.n2, r, i, s)
+    delta0 = None if parameterisation == "symmetric" else \
+        [imbalance(B[c, :, :r], A[c, :r, :]) for c, r in enumerate(R)]
+    B, A = B.to(dev), A.to(dev)
+    scale_t = torch.tensor(scl, dtype=DTYPE, device=dev)[:, None, None]
+
+    grid = log_grid(steps, num_records)
+    record = {int(t): j for j, t in enumerate(grid)}
+    errors = torch.full((n_cfg, len(grid)), float("nan"), dtype=DTYPE, device=dev)
+    diverged = torch.zeros(n_cfg, dtype=torch.bool, device=dev)
+    pending = torch.tensor(flags, dtype=torch.bool, device=dev)
+    rebalanced_at = torch.full((n_cfg,), -1, dtype=torch.long, device=dev)
+    with few_threads(dev, n_cfg * (problem.n1 * problem.n2) ** 2):
+        B, A, rebalanced_at = _descend(problem, parameterisation, B, A, scale_t, lr, steps, record, errors,
+                                       diverged, pending, rebalanced_at, active, rebalance_below,
+                                       rebalance_floor, blowup)
+    factors = None if parameterisation == "symmetric" else \
+        [(B[c, :, :r].cpu(), A[c, :r, :].cpu()) for c, r in enumerate(R)]
+    eigs = None if delta0 is None else [torch.linalg.eigvalsh(d) for d in delta0]
+    return SensingRun(parameterisation, lr, R, W, [int(s) for s in S], grid, errors.cpu(), diverged.cpu(),
+                      rebalanced_at.cpu(), eigs, scl, ini, delta0, factors)
+
+
+def _descend(problem: SensingProblem, parameterisation: str, B: torch.Tensor, A: torch.Tensor,
+             scale: torch.Tensor, lr: float, steps: int, record: dict[int, int], errors: torch.Tensor,
+             diverged: torch.Tensor, pending: torch.Tensor, rebalanced_at: torch.Tensor, active: torch.Tensor,
+             rebalance_below: float, rebalance_floor: float | None, blowup: float
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The loop of :func:`run_sweep`; fills ``errors`` and ``diverged`` in place."""
+    n_cfg, dev = B.shape[0], B.device
+    size = float(problem.M_star.square().sum())
+    loss_at_zero = 0.5 * problem.yy
+    rebalancing = bool(pending.any())
+    for t in range(steps + 1):
+        M = B @ B.transpose(-2, -1) if parameterisation == "symmetric" else scale * (B @ A)
+        if t in record:
+            err = problem.error(M)
+            bad = ~torch.isfinite(err) | (err > blowup * size)
+            diverged |= bad
+            B = torch.where(diverged[:, None, None], torch.zeros_like(B), B)
+            A = torch.where(diverged[:, None, None], torch.zeros_like(A), A)
+            errors[:, record[t]] = torch.where(diverged, torch.full_like(err, float("nan")), err)
+        if rebalancing:
+            loss = problem.training_loss(M)  # observable: the measurements only
+            now = pending & ~diverged & (loss <= rebalance_below * loss_at_zero)
+            if bool(now.any()):
+                floor = torch.full((n_cfg,), rebalance_floor or 0.0, dtype=DTYPE, device=dev)
+                if rebalance_floor is None:
+                    floor = (torch.linalg.svdvals(B @ A)[:, problem.r_star - 1]).sqrt()
+                B2, A2 = rebalance(B, A, floor, active)
+                B = torch.where(now[:, None, None], B2, B)
+                A = torch.where(now[:, None, None], A2, A)
+                rebalanced_at = torch.where(now, torch.full_like(rebalanced_at, t), rebalanced_at)
+            pending &= ~now & ~diverged
+            rebalancing = bool(pending.any())
+        if t == steps:
+            break
+        if parameterisation == "symmetric":
+            B = symmetric_step(problem, B, lr)
+        else:
+            B, A = asymmetric_step(problem, B, A, lr, scale)
+    return B, A, rebalanced_at
