@@ -51,6 +51,7 @@ LEDGER ?= $(CURDIR)/_build/claims/ledger.jsonl
 book: $(STAMP)
 	LRKIT_LEDGER=$(LEDGER) $(VENV)/bin/jupyter-book build . -W -n --keep-going
 	$(PY) -m lrkit.course check-leaks _build/html
+	$(PY) -m lrkit.course colab _build
 	@echo "Book built: open _build/html/index.html"
 
 bench: $(STAMP)

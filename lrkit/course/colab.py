@@ -408,9 +408,10 @@ def leftover_markup(nb: Any) -> list[str]:
             continue
         text = "".join(cell["source"])
         text = re.sub(r"^(`{3,}|~{3,})(?![^\n]*\{)[^\n]*\n.*?^\1\s*$", "", text, flags=re.S | re.M)
-        text = re.sub(r"(?<!\})(`+)[^`].*?\1", "", text, flags=re.S)
+        spans = re.sub(r"(?<!\})(`+)[^`\n].*?\1", "", text, flags=re.S)  # inline code spans
         for kind, pattern in LEFTOVER.items():
-            for m in pattern.finditer(text):
+            line_level = kind in ("directive", "label", "option")
+            for m in pattern.finditer(text if line_level else spans):
                 found.append(f"cell {index}: {kind}: {m.group(0).strip()[:60]}")
     return found
 
@@ -504,6 +505,10 @@ def add_colab_command(sub: Any) -> None:
 def _cmd_colab(args: Any) -> int:
     root, build = Path(args.root), Path(args.build)
     problems = write_editions(root, build)
+    if (root / "solutions").is_dir():
+        from .leaks import check_leaks
+
+        problems += [f"leak: {line}" for line in check_leaks([build / "colab"], root / "solutions")]
     print("\n".join(problems) or f"Colab editions written to {build / 'colab'}")
     if (build / "html").is_dir():
         import yaml
