@@ -127,7 +127,7 @@ def test_ridge_path_equals_direct_solves() -> None:
     G = F @ F.transpose(-1, -2)  # rank 4 < 10
     y = torch.randn(1, 10, generator=g, dtype=torch.float64)
     ridges = torch.tensor([0.0, 0.5], dtype=torch.float64)
-    a, train = rf._ridge_path(G, y, ridges)
+    a, train = rf.ridge_path(G, y, ridges)
     direct = torch.linalg.solve(G[0] + 0.5 * torch.eye(10, dtype=torch.float64), y[0])
     assert torch.allclose(a[0, :, 1], direct, atol=1e-10)
     theta0 = torch.linalg.lstsq(F[0], y[0]).solution  # ridgeless limit = least squares in feature space

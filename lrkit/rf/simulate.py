@@ -1,0 +1,149 @@
+"""Simulation of random-feature and kernel ridge regression on Gaussian data (Chapter 7).
+
+Gaussian data ``x ~ N(0, I_M)``, target ``y = v . x + noise``; the kernel is
+``x^T diag(lambda) x'`` and the random features are ``phi(x) = W diag(lambda)^(1/2) x / sqrt(k)``
+with ``W`` of shape ``(k, M)`` standard normal (the authors' "linear" Gaussian features), so
+``E_W[phi(x) . phi(x')]`` is the kernel. Every predictor is linear in ``x``, ``f(x) = beta . x``,
+so the test MSE is exact, ``||beta - v||^2 + sigma^2``, with no test set. Ridge regression on
+the ``n x n`` Gram matrix ``G = U diag(s) U^T`` costs one eigendecomposition for a whole ridge
+path (:func:`ridge_path`). Trials are a leading batch axis; nested sample sizes and feature
+counts reuse one draw per trial (the first ``n`` samples, the first ``k`` features), as in the
+authors' experiments. :func:`measured_learnabilities` measures ``E[beta_i] / v_i`` per mode.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from .._validate import positive_int
+from ..env import get_device
+from .inputs import ArrayLike, Number, check_nonneg, check_sizes, check_task
+
+__all__ = ["SimResult", "ridge_path", "simulate", "measured_learnabilities"]
+
+
+@dataclass
+class SimResult:
+    """Measured MSEs, shape ``(trials, len(ns), len(ks), len(ridges))``; ``k = inf`` is the kernel."""
+
+    ns: list[int]
+    ks: list[float]
+    ridges: torch.Tensor
+    test_mse: torch.Tensor
+    train_mse: torch.Tensor
+
+    def mean(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Trial means of (test, train) MSE, shape ``(len(ns), len(ks), len(ridges))``."""
+        return self.test_mse.mean(0), self.train_mse.mean(0)
+
+    def sem(self) -> torch.Tensor:
+        """Standard error of the trial-mean test MSE."""
+        t = self.test_mse.shape[0]
+        return self.test_mse.std(0) / math.sqrt(t) if t > 1 else torch.zeros_like(self.test_mse[0])
+
+
+def ridge_path(G: torch.Tensor, y: torch.Tensor, ridges: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dual coefficients ``a = (G + delta I)^+ y`` for every ridge, from one eigendecomposition.
+
+    ``G``: ``(T, n, n)``, ``y``: ``(T, n)``, ``ridges``: ``(R,)`` -> ``a``: ``(T, n, R)`` and the
+    train MSE ``||delta (G + delta I)^+ y||^2 / n``: ``(T, R)``. At ``delta = 0`` the null space
+    of ``G`` is handled as the limit ``delta -> 0+`` (pseudo-inverse, residual kept).
+    """
+    s, U = torch.linalg.eigh(G)
+    tol = s.amax(-1, keepdim=True).clamp(min=0) * G.shape[-1] * torch.finfo(G.dtype).eps * 10
+    null = (s <= tol)[..., None]  # (T, n, 1)
+    s = torch.where(null[..., 0], torch.zeros_like(s), s)[..., None]
+    d = ridges.to(G)[None, None, :]
+    zero = null & (d == 0)  # null directions at ridge 0: pseudo-inverse
+    inv = torch.where(zero, torch.zeros_like(s + d), 1 / torch.where(zero, torch.ones_like(s + d), s + d))
+    resid = torch.where(zero, torch.ones_like(inv), d * inv)
+    yt = (U.transpose(-1, -2) @ y[..., None])  # (T, n, 1)
+    a = U @ (yt * inv)
+    train = ((yt * resid) ** 2).mean(-2)
+    return a, train
+
+
+def simulate(eigvals: ArrayLike, coeffs: ArrayLike, ns: Sequence[int] | int, ks: Sequence[Number] | Number,
+             ridges: ArrayLike, trials: int = 10, noise: float = 0.0, seed: int = 0,
+             device: torch.device | str | None = None, memory_mb: int = 256) -> SimResult:
+    """Ridge regression on Gaussian-design random features (``k = math.inf``: the kernel itself).
+
+    For each trial: ``X ~ N(0, I)`` of shape ``(max(ns), M)``, ``y = X v + sqrt(noise) eps``,
+    ``W ~ N(0, I)`` of shape ``(max finite k, M)``; the first ``n`` samples and the first ``k``
+    features give every ``(n, k)``. Returns a :class:`SimResult` with exact population test MSE
+    (``||beta - v||^2 + noise``) and train MSE. Trials run as a batch, in chunks that keep
+    each batch near ``memory_mb``.
+    """
+    lam, v = check_task(eigvals, coeffs)
+    sigma2 = float(check_nonneg(noise, "noise"))
+    ns_l, ks_l = check_sizes(ns, "ns", False), check_sizes(ks, "ks", True)
+    positive_int(trials, "trials")
+    grid = check_nonneg(ridges, "ridges").flatten()
+    dev = get_device() if device is None else torch.device(device)
+    lam, v, grid = lam.to(dev), v.to(dev), grid.to(dev)
+    M, n_max = lam.numel(), max(ns_l)
+    finite = [k for k in ks_l if not math.isinf(k)]
+    k_max = max(finite) if finite else 0
+    per_trial = 8 * (k_max * M + 3 * n_max * M + n_max * max(k_max, 1) + 2 * n_max * n_max)
+    chunk = max(1, min(trials, (memory_mb << 20) // max(per_trial, 1)))
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    sqrt_lam = lam.sqrt()
+
+    def normal(*shape: int) -> torch.Tensor:  # drawn in float32 (twice as fast), used in float64
+        return torch.randn(*shape, generator=gen, device=dev, dtype=torch.float32).to(torch.float64)
+
+    tests, trains = [], []
+    for start in range(0, trials, chunk):
+        T = min(chunk, trials - start)
+        X = normal(T, n_max, M)
+        y = X @ v + math.sqrt(sigma2) * normal(T, n_max)
+        B = normal(T, k_max, M) * sqrt_lam if k_max else None  # rows: W_j diag(lambda)^(1/2)
+        Phi = X @ B.transpose(-1, -2) if k_max else None  # (T, n_max, k_max), unscaled features
+        test = torch.empty(T, len(ns_l), len(ks_l), grid.numel(), dtype=torch.float64, device=dev)
+        train = torch.empty_like(test)
+        for j, k in enumerate(ks_l):
+            F = X * sqrt_lam if math.isinf(k) else Phi[..., :k] / math.sqrt(k)
+            Gfull = F @ F.transpose(-1, -2)
+            for i, n in enumerate(ns_l):
+                a, tr = ridge_path(Gfull[:, :n, :n], y[:, :n], grid)
+                theta = F[:, :n].transpose(-1, -2) @ a  # feature-space weights, (T, k, R)
+                # the predictor is linear in x: f(x) = beta . x, beta = diag(lambda)^(1/2) W^T theta / sqrt(k)
+                beta = theta * sqrt_lam[:, None] if math.isinf(k) else B[:, :k].transpose(-1, -2) @ theta / math.sqrt(k)
+                test[:, i, j] = ((beta - v[None, :, None]) ** 2).sum(-2) + sigma2
+                train[:, i, j] = tr
+        tests.append(test.cpu())
+        trains.append(train.cpu())
+    return SimResult(ns_l, [float(k) for k in ks_l], grid.cpu(), torch.cat(tests), torch.cat(trains))
+
+
+
+def measured_learnabilities(eigvals: ArrayLike, n: int, ridge: float = 0.0, trials: int = 10, seed: int = 0,
+                            device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-mode learnability of kernel ridge regression, measured: mean and SEM over ``trials``.
+
+    Ridge regression maps a target with coefficients ``v`` to ``beta = H v`` with the hat operator
+    ``H = diag(lambda) X^T (X diag(lambda) X^T + ridge I)^+ X`` (``X ~ N(0, I)`` of shape ``(n, M)``).
+    By the symmetry ``x_i -> -x_i``, ``E[H]`` is diagonal, so ``E[beta_i] = E[H_ii] v_i``: the
+    measured learnability of mode ``i`` is ``E[H_ii]``, whatever the target. Returns two
+    ``(M,)`` float64 CPU tensors (the theory's ``L_i = lambda_i / (lambda_i + kappa)``).
+    """
+    lam, _ = check_task(eigvals)
+    positive_int(n, "n")
+    positive_int(trials, "trials")
+    delta = float(check_nonneg(ridge, "ridge"))
+    dev = get_device() if device is None else torch.device(device)
+    lam = lam.to(dev)
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    diags = []
+    for _ in range(trials):
+        X = torch.randn(n, lam.numel(), generator=gen, device=dev, dtype=torch.float32).to(torch.float64)
+        s, U = torch.linalg.eigh((X * lam) @ X.T)
+        inv = torch.where(s + delta > s.max() * n * 1e-15, 1 / (s + delta), torch.zeros_like(s))
+        diags.append(lam * ((U.T @ X) ** 2 * inv[:, None]).sum(0))
+    H = torch.stack(diags).cpu()
+    sem = H.std(0) / math.sqrt(trials) if trials > 1 else torch.zeros_like(H[0])
+    return H.mean(0), sem
