@@ -47,6 +47,7 @@ class BookIndex:
     labels: set[str] = field(default_factory=set)
     bibkeys: set[str] = field(default_factory=set)
     titles: dict[str, str] = field(default_factory=dict)
+    texts: dict[str, str] = field(default_factory=dict)  # every cell of the exercise pages
 
     @classmethod
     def from_root(cls, root: str | Path, toc: str = "_toc.yml",
@@ -66,6 +67,8 @@ class BookIndex:
                     title = _TITLE.search(text)
                     if title:
                         index.titles[doc] = title.group(1)
+                    if doc.startswith("exercises/"):
+                        index.texts[doc] = _source_text(path, every_cell=True)
         for b in bib:
             if (root / b).is_file():
                 index.bibkeys |= set(_BIBKEY.findall((root / b).read_text(encoding="utf-8")))
@@ -96,11 +99,12 @@ def _toc_files(node: Any) -> list[str]:
     return out
 
 
-def _source_text(path: Path) -> str:
+def _source_text(path: Path, every_cell: bool = False) -> str:
     if path.suffix != ".ipynb":
         return path.read_text(encoding="utf-8")
     cells = json.loads(path.read_text(encoding="utf-8")).get("cells", [])
-    return "\n".join("".join(c.get("source", "")) for c in cells if c.get("cell_type") == "markdown")
+    return "\n".join("".join(c.get("source", "")) for c in cells
+                     if every_cell or c.get("cell_type") == "markdown")
 
 
 def load_registry(path: str | Path) -> list[dict[str, Any]]:
@@ -161,7 +165,7 @@ def _tolerance(r: ClaimRecord) -> str:
     if r.kind == "interval":
         return "in the interval"
     if r.kind in ("ge", "le"):
-        return (">= predicted" if r.kind == "ge" else "<= predicted") + (f" (scale {t})" if t else "")
+        return (">= predicted" if r.kind == "ge" else "<= predicted") + (f", scale {t}" if t else "")
     return "exactly"
 
 
@@ -194,12 +198,18 @@ class ClaimsPage:
                 self.warnings.append(f"citation key {k!r} not in the bibliography")
         return _cell(source) or "—"
 
-    def exercise(self, name: str) -> str:
+    def exercise(self, name: str, chapter: Any = None) -> str:
+        """A page (``exercises/01_lora``), a label, or an exercise of the chapter's notebook by name."""
         doc = name.split("#")[0].removesuffix(".ipynb").strip("/")
         if doc in self.index.docs:
             return f"{{doc}}`/{doc}`"
         if name in self.index.labels:
             return f"{{ref}}`{name}`"
+        ex = self.index.chapter_doc(chapter, "exercises")
+        if ex is not None and "/" not in name:
+            if name not in self.index.texts.get(ex, name):
+                self.warnings.append(f"exercise {name!r} not found in {ex}")
+            return f"{{doc}}`{_cell(name).replace('`', '')} </{ex}>`"
         self.warnings.append(f"exercise {name!r} is neither a page of the book nor a label")
         return f"`{name}`"
 
@@ -222,7 +232,7 @@ class ClaimsPage:
         if self.seeds:
             s = self.seeds.get(key)
             cells.append("—" if not s else f"{s['passed']}/{s['runs']}, min {s['min_margin']:.2f}")
-        cells.append(", ".join(self.exercise(e) for e in r.exercises) or "—")
+        cells.append(", ".join(self.exercise(e, r.chapter) for e in r.exercises) or "—")
         return "| " + " | ".join(cells) + " |"
 
     def registry_row(self, e: dict[str, Any]) -> str:
@@ -231,7 +241,7 @@ class ClaimsPage:
         cells = [claim, self.cite(str(e.get("source", ""))), e["status"], tests or "—", "—"]
         if self.seeds:
             cells.append("—")
-        cells.append(", ".join(self.exercise(x) for x in e.get("exercises", [])) or "—")
+        cells.append(", ".join(self.exercise(x, e["chapter"]) for x in e.get("exercises", [])) or "—")
         return "| " + " | ".join(cells) + " |"
 
     def header(self) -> str:

@@ -214,7 +214,8 @@ def _record(**kw) -> cl.ClaimRecord:
 def index() -> BookIndex:
     return BookIndex(docs=["book/intro", "lessons/01_lora", "exercises/01_lora", "lessons/02_dln"],
                      labels={"prop-a", "prop-b", "ex-lora-1"}, bibkeys={"hu2021lora", "peft"},
-                     titles={"lessons/01_lora": "LoRA from scratch", "lessons/02_dln": "Deep linear"})
+                     titles={"lessons/01_lora": "LoRA from scratch", "lessons/02_dln": "Deep linear"},
+                     texts={"exercises/01_lora": "def param_count(d_in, d_out, r): ..."})
 
 
 def test_page_links_what_exists_and_warns_about_the_rest(index) -> None:
@@ -223,6 +224,7 @@ def test_page_links_what_exists_and_warns_about_the_rest(index) -> None:
         _record(label="prop-b", statement="b is small", kind="le", measured=0.1, predicted=1.0,
                 tolerance=None, margin=0.1, exercises=["ex-lora-1"]),
         _record(label="prop-missing", statement="c", source="nobody2099x", exercises=["exercises/09_x"]),
+        _record(label="prop-a", statement="by name", exercises=["param_count", "no_such_exercise"]),
         _record(label="prop-b", statement="not shown", status="not reproduced", passed=None, margin=None,
                 reason="the toy is too small", source="derived"),
     ]
@@ -236,6 +238,7 @@ def test_page_links_what_exists_and_warns_about_the_rest(index) -> None:
     assert "{prf:ref}`prop-a`: a is one" in text and "{cite:p}`hu2021lora`" in text
     assert "checked, **fragile**" in text                      # margin 0.1 < 0.2
     assert "{ref}`ex-lora-1`" in text
+    assert "{doc}`param_count </exercises/01_lora>`" in text  # an exercise of the chapter, by name
     assert "`prop-missing`" in text and "{prf:ref}`prop-missing`" not in text
     assert "nobody2099x" in text and "{cite:p}`nobody2099x`" not in text
     assert "*(the toy is too small)*" in text and "| derived |" in text
@@ -243,7 +246,8 @@ def test_page_links_what_exists_and_warns_about_the_rest(index) -> None:
     assert "## Planned chapters" in text
     assert "## 2. Deep linear" in text and "No claim records yet" in text
     warned = "\n".join(page.warnings)
-    for bit in ("prop-missing", "nobody2099x", "exercises/09_x", "chapter 2"):
+    assert "param_count" not in warned
+    for bit in ("prop-missing", "nobody2099x", "exercises/09_x", "chapter 2", "no_such_exercise"):
         assert bit in warned
 
 

@@ -7,8 +7,9 @@
   of the line ``% lrkit:claims-table``; it is re-read on every build.
 * The landing page: the line ``% lrkit:chapter-list`` becomes the list of chapters of
   ``_toc.yml``'s "Chapters" part, each with its exercises and the works it cites.
-* Author-year labels in the bibliography ("Hu et al., 2022"), matching the in-text
-  citations of ``bibtex_reference_style = author_year``.
+* Author-year citations: in the text "Hu et al. (2022)" / "(Hu et al., 2022)" (reference
+  style ``lrkit_author_year``), and the same "Hu et al., 2022" as the bibliography's labels
+  (pybtex style ``lrkit_author_year``), so a reader finds a citation by its text.
 * The proposition index (``prf-prf.html``) lists "Proposition 1.2: title" by chapter,
   not raw labels.
 * MathJax served locally: sphinx-mathjax-offline copies all of MathJax 3.2.2 (24 MB) into
@@ -69,6 +70,7 @@ def _claims_table(app: Sphinx) -> str:
     seeds = root / "_build" / "claims" / "seeds" / "summary.json"
     text, warnings = render(_ledger(app), root / "book" / "claims_registry.yml", root, seeds)
     out = _ledger(app).parent / "claims_table.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")
     for w in warnings:  # console notes, not Sphinx warnings: a missing label must not fail -W
         logger.info(f"[lrkit claims page] {w}")
@@ -134,13 +136,55 @@ def _register_author_year_labels() -> None:
     pybtex.plugin.register_plugin("pybtex.style.formatting", "lrkit_author_year", AuthorYearStyle)
 
 
+def _register_round_brackets() -> None:
+    """In-text citations as "Hu et al. (2022)" and "(Hu et al., 2022)" (the default uses [ ])."""
+    from dataclasses import dataclass, field
+
+    import sphinxcontrib.bibtex.plugin
+    from sphinxcontrib.bibtex.style.referencing import BracketStyle
+    from sphinxcontrib.bibtex.style.referencing.author_year import AuthorYearReferenceStyle
+
+    def round_brackets() -> BracketStyle:
+        return BracketStyle(left="(", right=")")
+
+    @dataclass
+    class RoundAuthorYear(AuthorYearReferenceStyle):
+        bracket_parenthetical: BracketStyle = field(default_factory=round_brackets)
+        bracket_textual: BracketStyle = field(default_factory=round_brackets)
+        bracket_author: BracketStyle = field(default_factory=round_brackets)
+        bracket_label: BracketStyle = field(default_factory=round_brackets)
+        bracket_year: BracketStyle = field(default_factory=round_brackets)
+
+    sphinxcontrib.bibtex.plugin.register_plugin(
+        "sphinxcontrib.bibtex.style.referencing", "lrkit_author_year", RoundAuthorYear)
+
+
 def _proof_titles(app: Sphinx, doctree: Any) -> None:
     env = app.env
     titles = env.__dict__.setdefault("lrkit_proof_titles", {})
     for node in doctree.traverse(lambda n: "realtype" in getattr(n, "attributes", {})):
         label = node.get("label")
         if label:
-            titles[label] = node.get("title", "").strip().strip("()").strip()
+            fmt = app.config.proof_title_format  # " (%t)": keep what %t stands for
+            title = node.get("title", "")
+            head, _, tail = fmt.partition("%t")
+            if title.startswith(head) and title.endswith(tail):
+                title = title[len(head):len(title) - len(tail)]
+            titles[label] = _plain_tex(title.strip())
+
+
+_TEX = {r"\omega": "ω", r"\alpha": "α", r"\eta": "η", r"\rho": "ρ", r"\sigma": "σ", r"\lambda": "λ",
+        r"\sqrt": "√", r"\star": "⋆", r"\infty": "∞", r"\times": "×", r"\le": "≤", r"\ge": "≥"}
+
+
+def _plain_tex(text: str) -> str:
+    """Inline ``$...$`` as plain text for the index (which MathJax does not typeset)."""
+    def plain(m: re.Match[str]) -> str:
+        out = m.group(1)
+        for tex, uni in _TEX.items():
+            out = re.sub(re.escape(tex) + r"(?![A-Za-z])", uni, out)
+        return re.sub(r"[\\{}]", "", out)
+    return re.sub(r"\$([^$]+)\$", plain, text)
 
 
 def _patch_proof_index() -> None:
@@ -159,7 +203,7 @@ def _patch_proof_index() -> None:
             if titles.get(anchor):
                 name += f": {titles[anchor]}"
             group = env.titles[doc].astext() if doc in env.titles else doc
-            groups.setdefault(group, []).append((number, (name, 0, doc, anchor, "", "", anchor)))
+            groups.setdefault(group, []).append((number, (name, 0, doc, anchor, "", "", "")))
         content = [(g, [e for _, e in sorted(items, key=lambda t: t[0])])
                    for g, items in sorted(groups.items(), key=lambda kv: min(t[0] for t in kv[1]) or (0,))]
         return content, False
@@ -187,6 +231,7 @@ def _trim_mathjax(app: Sphinx, exc: Exception | None) -> None:
 
 def setup(app: Sphinx) -> dict[str, Any]:
     _register_author_year_labels()
+    _register_round_brackets()
     _patch_proof_index()
     app.connect("builder-inited", lambda app: logger.info(f"[lrkit] claims ledger: {_ledger(app)}"))
     app.connect("env-before-read-docs", _read_last)
