@@ -314,3 +314,40 @@ def test_seed_table_pass_rate_and_smallest_margin(tmp_path) -> None:
     assert claim_keys([_record(), _record(), _record(chapter=2)]) == [(1, "prop-a", 1), (1, "prop-a", 2),
                                                                      (2, "prop-a", 1)]
     assert seed_table({}) == []
+
+
+# --- the book's Sphinx glue (book/_ext/lrkit_book.py), without a build -----------------------
+
+def _book_ext():
+    import importlib
+    import sys
+
+    pytest.importorskip("sphinx", reason="the book extra")
+    path = str(Path(__file__).resolve().parents[1] / "book" / "_ext")
+    if path not in sys.path:
+        sys.path.insert(0, path)
+    return importlib.import_module("lrkit_book")
+
+
+def test_bibliography_labels_are_author_year_and_unique() -> None:
+    ext = _book_ext()
+    pybtex = pytest.importorskip("pybtex.database")
+    from pybtex.plugin import find_plugin
+
+    ext._register_author_year_labels()
+    bib = pybtex.parse_file(str(Path(__file__).resolve().parents[1] / "book" / "references.bib"))
+    style = find_plugin("pybtex.style.formatting", "lrkit_author_year")()
+    labels = {e.key: e.label for e in style.format_entries(bib.entries.values())}
+    assert len(set(labels.values())) == len(labels), labels
+    assert labels["hu2021lora"] == "Hu et al., 2022"
+    assert labels["kalajdzievski2023rslora"] == "Kalajdzievski, 2023"
+    assert labels["dayi2025lowrank"] == "Dayi and Chen, 2025"
+    assert {labels["hayou2024loraplus"], labels["hayou2024impact"]} == {"Hayou et al., 2024a",
+                                                                         "Hayou et al., 2024b"}
+    assert labels["smekal2024ssm"].startswith("Smékal et al.")
+
+
+def test_proposition_titles_lose_their_tex_in_the_index() -> None:
+    ext = _book_ext()
+    assert ext._plain_tex(r"removes the dependence on $\omega$") == "removes the dependence on ω"
+    assert ext._plain_tex(r"scale $\alpha/\sqrt{r}$") == "scale α/√r"
