@@ -16,6 +16,10 @@ For an update ``dW`` of shape ``(out, in)`` with singular values
   ``||Q_U^T Q_V||_F^2 / min(k, l)``, the mean squared cosine of their principal
   angles; ``1`` when one contains the other, about ``max(k, l) / n`` for random ones.
 
+* intruder dimensions (Shuttleworth et al. 2024): top singular directions of a fine-tuned
+  matrix that are far (``max |cos| < eps``) from every singular direction of the base matrix;
+  ``reduce_intruders`` scales them down as PEFT's ``reduce_intruder_dimension`` does.
+
 Every function accepts a ``torch.Tensor`` (on any device) or anything ``torch.as_tensor``
 takes (NumPy arrays, lists); computations run in float64 on the CPU (the matrices of this
 course are small, and MPS has no float64), and tensors come back on the CPU.
@@ -33,7 +37,7 @@ ArrayLike = torch.Tensor | np.ndarray | Sequence[float] | Sequence[Sequence[floa
 
 __all__ = [
     "singular_values", "energy_fraction", "rank_for_energy", "effective_rank", "stable_rank",
-    "top_subspace", "subspace_overlap",
+    "top_subspace", "subspace_overlap", "intruder_dimensions", "reduce_intruders",
 ]
 
 
@@ -175,3 +179,56 @@ def subspace_overlap(U: ArrayLike, V: ArrayLike) -> float:
             raise ValueError(f"{name} has linearly dependent (or zero) columns")
     k = min(a.shape[1], b.shape[1])
     return float((qa.T @ qb).square().sum() / k)
+
+
+# --------------------------------------------------------------------------- intruder dimensions (Chapter 8)
+def intruder_dimensions(W0: ArrayLike, W: ArrayLike, k: int = 10, eps: float = 0.5) -> tuple[int, torch.Tensor]:
+    """Intruder dimensions of a fine-tuned matrix ``W`` against its base ``W0`` (Shuttleworth et al. 2024).
+
+    With the thin SVDs ``W0 = U0 S0 V0^T`` and ``W = U S V^T`` (both (out, in); the *left*
+    singular vectors, the output space, as in the authors' ``find_intruder_dimensions.py``):
+
+        max_cos_j = max_i |<U[:, j], U0[:, i]>|   over *all* base singular vectors i,  j = 1..k,
+
+    and the tuned direction ``j`` (among the top ``k``) is an intruder when ``max_cos_j < eps``.
+    Returns ``(count, max_cos)`` with ``max_cos`` of shape ``(min(k, m),)``, ``m = min(out, in)``.
+    The model's count is the sum of the counts over its adapted matrices (LoRA merged first).
+    """
+    a, b = _as_matrix(W0, "W0"), _as_matrix(W, "W")
+    if a.shape != b.shape:
+        raise ValueError(f"W0 and W must have the same shape (out, in), got {tuple(a.shape)} and {tuple(b.shape)}")
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise TypeError(f"k must be an int, got {type(k).__name__}")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0.0 < eps <= 1.0:
+        raise ValueError(f"eps must be a number in (0, 1], got {eps!r}")
+    U0 = torch.linalg.svd(a, full_matrices=False)[0]
+    U = torch.linalg.svd(b, full_matrices=False)[0]
+    max_cos = (U.T @ U0).abs().max(dim=1).values[:k]
+    return int((max_cos < eps).sum()), max_cos
+
+
+def reduce_intruders(W0: ArrayLike, W: ArrayLike, rank: int | None = None, k: int = 10, eps: float = 0.5,
+                     lam: float = 0.75) -> torch.Tensor:
+    """Scale the intruder dimensions of ``W`` down by ``lam``, as PEFT's ``reduce_intruder_dimension`` does.
+
+    With ``W = U S V^T`` and ``I`` the intruders among its top ``k`` directions
+    (:func:`intruder_dimensions`), ``W_mit = W + (lam - 1) sum_{j in I} s_j u_j v_j^T``. PEFT then
+    re-factorises the new update ``W_mit - W0`` to the adapter's rank; with ``rank`` given, the
+    returned weight is ``W0 + (best rank-``rank`` approximation of W_mit - W0)``, else ``W_mit``.
+    ``lam = 1`` changes nothing; ``lam = 0`` removes the intruders. Returns a float64 (out, in) tensor.
+    """
+    a, b = _as_matrix(W0, "W0"), _as_matrix(W, "W")
+    _, max_cos = intruder_dimensions(a, b, k, eps)
+    if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not math.isfinite(lam):
+        raise ValueError(f"lam must be a finite number, got {lam!r}")
+    U, s, Vh = torch.linalg.svd(b, full_matrices=False)
+    idx = torch.nonzero(max_cos < eps).flatten()
+    mitigated = b + (lam - 1.0) * (U[:, idx] * s[idx]) @ Vh[idx]
+    if rank is None:
+        return mitigated
+    if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= min(a.shape):
+        raise ValueError(f"rank must be None or an int in [1, {min(a.shape)}], got {rank!r}")
+    Ud, sd, Vhd = torch.linalg.svd(mitigated - a, full_matrices=False)
+    return a + (Ud[:, :rank] * sd[:rank]) @ Vhd[:rank]
