@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Any, Callable, Mapping
 
@@ -23,10 +22,10 @@ from torch import nn
 
 from ..lora import add_lora, lora_layers
 from ..optim import AdamState, batched_adam_step, loraplus_param_groups
-from ..sweep import best_pair
-from . import (_matches_variant, as_number, call, check_close, check_shape, fail, passed, to_scalar,
+from ..lr_scaling import best_pair
+from . import (as_number, call, check_close, check_shape, fail, known_mistake, matches_variant,
+               passed, private_rng, to_scalar,
                toy_transformer_block)
-from .lora_init import _check_float, _float_variant
 
 __all__ = ["check_loraplus_groups", "check_adam_step", "check_best_ratio", "check_predicted_ratio_exponent"]
 
@@ -39,9 +38,9 @@ PREDICTED_RATIO_EXPONENT = 1.0
 
 def _models(gen: torch.Generator) -> list[tuple[str, nn.Module]]:
     """Small models with lrkit adapters; one has a trainable bias and a trainable LayerNorm."""
-    torch.manual_seed(int(torch.randint(0, 2 ** 31 - 1, (1,), generator=gen)))
-    mlp = add_lora(nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4)), rank=2)
-    block = add_lora(toy_transformer_block(16, 32), rank=4, targets=["q_proj", "v_proj", "down"])
+    with private_rng(int(torch.randint(0, 2 ** 31 - 1, (1,), generator=gen))):  # learner's RNG kept
+        mlp = add_lora(nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4)), rank=2)
+        block = add_lora(toy_transformer_block(16, 32), rank=4, targets=["q_proj", "v_proj", "down"])
     block["attn"]["k_proj"].bias.requires_grad_(True)        # a bias trained alongside the adapters
     block["norm"].weight.requires_grad_(True)                # and a norm's weight
     return [("a two-layer MLP with adapters on both layers", mlp),
@@ -184,7 +183,7 @@ def check_adam_step(fn: Callable[..., Any], seed: int = 0) -> None:
         t, m, v, lr = case["t"], state.m, state.v, case["lr"]
         rate = lr.reshape((-1,) + (1,) * (case["param"].ndim - 1))
         m_hat, v_hat = m / (1 - b1 ** t), v / (1 - b2 ** t)
-        hint = _matches_variant(new_p, {
+        hint = matches_variant(new_p, {
             "no bias correction: divide m by (1 - b1^t) and v by (1 - b2^t) (at t = 1 they are tiny)":
                 case["param"] - rate * m / (v.sqrt() + eps),
             "each configuration has its own rate: lr[k] multiplies the update of param[k] only":
@@ -234,6 +233,13 @@ def _ratio_cases(gen: torch.Generator) -> list[dict[str, Any]]:
             {"eta_A": eta_A, "eta_B": [0.3], "score": column}]
 
 
+def _check_ratio(actual: Any, expected: float, name: str, hint: str, case: Mapping[str, Any]) -> None:
+    """``actual`` must be a number equal to ``expected`` (relative 1e-9)."""
+    actual = as_number(actual, name, case=case, hint=hint)
+    if not math.isclose(actual, expected, rel_tol=1e-9, abs_tol=1e-12):
+        fail(f"{name} is wrong", case=case, expected=float(expected), actual=float(actual), hint=hint)
+
+
 def check_best_ratio(fn: Callable[..., Any], seed: int = 0) -> None:
     """``fn(eta_A, eta_B, score)``: ``eta_B* / eta_A*`` for the pair with the lowest seed-mean score.
 
@@ -256,10 +262,10 @@ def check_best_ratio(fn: Callable[..., Any], seed: int = 0) -> None:
             "np.nanmean hides the divergence": float(eta_B[j] / eta_A[i]),
         }
         variants = {h: x for h, x in variants.items() if not math.isclose(x, expected, rel_tol=1e-9)}
-        hint = _float_variant(actual, variants, rtol=1e-9) or (
+        hint = known_mistake(actual, variants, rtol=1e-9, atol=1e-12) or (
             "average over seeds (axis -1), treat NaN as +inf, take the argmin over (i, j) and return "
             "eta_B[j] / eta_A[i]")
-        _check_float(actual, expected, f"{name}(...)", hint, case, rtol=1e-9)
+        _check_ratio(actual, expected, f"{name}(...)", hint, case)
     passed(name)
 
 
