@@ -233,7 +233,7 @@ class ClaimsPage:
             s = self.seeds.get(key)
             cells.append("—" if not s else f"{s['passed']}/{s['runs']}, min {s['min_margin']:.2f}")
         cells.append(", ".join(self.exercise(e, r.chapter) for e in r.exercises) or "—")
-        return "| " + " | ".join(cells) + " |"
+        return _list_row(cells)
 
     def registry_row(self, e: dict[str, Any]) -> str:
         claim = (self.prop(e.get("label")) + ": " if e.get("label") else "") + _cell(e["statement"])
@@ -242,13 +242,18 @@ class ClaimsPage:
         if self.seeds:
             cells.append("—")
         cells.append(", ".join(self.exercise(x, e["chapter"]) for x in e.get("exercises", [])) or "—")
-        return "| " + " | ".join(cells) + " |"
+        return _list_row(cells)
 
     def header(self) -> str:
         cols = ["claim", "source", "status", "measured vs predicted (tolerance)", "margin"]
-        cols += ["seeds passed, min margin"] if self.seeds else []
-        cols += ["practised in"]
-        return "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols)
+        widths = [36, 14, 10, 22, 7]
+        if self.seeds:
+            cols.append("seeds passed, min margin")
+            widths.append(8)
+        cols.append("practised in")
+        widths.append(11)
+        return ("```{list-table}\n:header-rows: 1\n:class: lrkit-claims\n"
+                f":widths: {' '.join(map(str, widths))}\n\n" + _list_row(cols))
 
     def render(self, records: list[ClaimRecord], registry: list[dict[str, Any]]) -> str:
         latest = latest_runs(records)
@@ -263,7 +268,7 @@ class ClaimsPage:
             chapters.setdefault(_chapter_key(r.chapter), []).append(self.row(r, keys[id(r)]))
         for e in registry:
             chapters.setdefault(_chapter_key(e["chapter"]), []).append(self.registry_row(e))
-        out = []
+        out = [_provenance(latest)] if latest else []
         for ch, rows in sorted(chapters.items(), key=lambda kv: _sort_key(kv[0])):
             out.append(self._section(ch, rows, has_records=any(_chapter_key(r.chapter) == ch for r in latest)))
         return "\n\n".join(out) + "\n"
@@ -286,8 +291,21 @@ class ClaimsPage:
                                  "with LRKIT_LEDGER set, or it calls no lrkit.claim)")
             lines += ["*No claim records yet: this lesson has not been executed with the ledger on.*", ""]
         if rows:
-            lines += [self.header()] + rows
+            lines += [self.header()] + rows + ["```"]
         return "\n".join(lines)
+
+
+def _provenance(records: list[ClaimRecord]) -> str:
+    """Where the numbers come from, read from the records (not typed)."""
+    def values(attr: str) -> str:
+        return ", ".join(sorted({str(getattr(r, attr)) for r in records}))
+    return (f"The measurements below were recorded by `lrkit` {values('version')} at scale "
+            f"**{values('scale')}**, seed {values('seed')}, on {values('device')}.")
+
+
+def _list_row(cells: list[str]) -> str:
+    """One row of a MyST ``{list-table}``: ``* - a`` then ``  - b`` ..."""
+    return "\n".join(("* - " if i == 0 else "  - ") + (c or "—") for i, c in enumerate(cells))
 
 
 def _chapter_key(ch: Any) -> Any:

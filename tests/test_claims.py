@@ -204,7 +204,8 @@ def test_latest_runs_keeps_each_chapters_last_execution(tmp_path, monkeypatch) -
 
 def _record(**kw) -> cl.ClaimRecord:
     base = dict(label="prop-a", chapter=1, statement="a is one", measured=0.99, predicted=1.0,
-                tolerance=0.1, kind="abs", status="checked", passed=True, margin=0.9,
+                tolerance=0.1, kind="abs", status="checked", passed=True, margin=0.9, scale="small",
+                seed=0, device="cpu", version="0.2.0",
                 source="hu2021lora", exercises=["exercises/01_lora"], run="r1")
     base.update(kw)
     return cl.ClaimRecord(**base)
@@ -241,8 +242,9 @@ def test_page_links_what_exists_and_warns_about_the_rest(index) -> None:
     assert "{doc}`param_count </exercises/01_lora>`" in text  # an exercise of the chapter, by name
     assert "`prop-missing`" in text and "{prf:ref}`prop-missing`" not in text
     assert "nobody2099x" in text and "{cite:p}`nobody2099x`" not in text
-    assert "*(the toy is too small)*" in text and "| derived |" in text
-    assert "| tested by unit tests | `tests/test_peft_parity.py` |" in text
+    assert "*(the toy is too small)*" in text and "  - derived\n" in text
+    assert "  - tested by unit tests\n  - `tests/test_peft_parity.py`" in text
+    assert "at scale **small**, seed 0, on cpu" in text
     assert "## Planned chapters" in text
     assert "## 2. Deep linear" in text and "No claim records yet" in text
     warned = "\n".join(page.warnings)
@@ -254,7 +256,7 @@ def test_page_links_what_exists_and_warns_about_the_rest(index) -> None:
 def test_page_shows_failures_and_seeds(index) -> None:
     seeds = {(1, "prop-a", 1): {"passed": 4, "runs": 5, "min_margin": -0.3}}
     text = ClaimsPage(index, seeds).render([_record(passed=False, margin=-0.5)], [])
-    assert "**FAILED**" in text and "| 4/5, min -0.30 |" in text and "seeds passed, min margin" in text
+    assert "**FAILED**" in text and "  - 4/5, min -0.30\n" in text and "seeds passed, min margin" in text
 
 
 def test_render_from_files_and_registry_validation(tmp_path) -> None:
@@ -268,7 +270,7 @@ def test_render_from_files_and_registry_validation(tmp_path) -> None:
     ledger = tmp_path / "ledger.jsonl"
     ledger.write_text(_record().to_json() + "\n" + _record(margin=0.5, run="r2").to_json() + "\n")
     text, warnings = render(ledger, None, tmp_path)
-    assert text.count("{prf:ref}`prop-a`") == 1 and "| 0.50 |" in text  # the last run wins
+    assert text.count("{prf:ref}`prop-a`") == 1 and "  - 0.50\n" in text  # the last run wins
     assert warnings == ["exercise 'exercises/01_lora' is neither a page of the book nor a label"]
     reg = tmp_path / "reg.yml"
     reg.write_text("claims:\n- chapter: 1\n  statement: s\n  status: done\n")
