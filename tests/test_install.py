@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import shutil
 import subprocess
 import sys
+import time
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -58,3 +62,93 @@ def test_install_cells_default_to_the_repository_named_in_config() -> None:
     url = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
     for path in NOTEBOOKS:
         assert f'"git+{url}@v{__import__("lrkit").__version__}"' in _install_cell(path), f"{path.name}: the install cell's default must be git+{url}@v<version>"
+
+
+# --- A bare install runs a lesson from an empty folder (what a learner on Colab does) ---------------
+
+BARE = ROOT / ".venv-bare"  # cached between runs (gitignored); rebuilt when its recipe changes
+TORCH = "torch==2.13.0"  # Colab preinstalls torch; here it comes from the local wheel
+COLAB_LIKE = ["ipywidgets>=7.6,<8", "ipykernel"]  # Colab ships ipywidgets 7 and a kernel
+# Book and test tools must not be needed. (nbformat/nbclient come with ipywidgets 7's notebook
+# dependency, as on Colab.)
+NOT_RUNTIME = ("myst_nb", "peft", "nbval", "sphinx", "jupyter_book", "pytest")
+BARE_LESSONS = os.environ.get("LRKIT_BARE_LESSONS", "03_ssm")  # "all" for every lesson (slow)
+
+
+def _runtime_requirements() -> list[str]:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+
+
+def _present(python: Path, modules: tuple[str, ...]) -> list[str]:
+    code = f"import importlib.util as u; print(' '.join(m for m in {modules!r} if u.find_spec(m)))"
+    return subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=True,
+                          cwd=python.parent).stdout.split()  # not the checkout: its lrkit/ would be found
+
+
+def bare_python() -> Path:
+    """A venv with torch and lrkit's runtime dependencies only (no lrkit, no book or test tools)."""
+    python = BARE / "bin" / "python"
+    recipe = json.dumps([TORCH, *_runtime_requirements(), *COLAB_LIKE])
+    stamp = BARE / ".recipe"
+    if not (python.exists() and stamp.exists() and stamp.read_text() == recipe
+            and not _present(python, NOT_RUNTIME)):
+        shutil.rmtree(BARE, ignore_errors=True)
+        subprocess.run([sys.executable, "-m", "venv", str(BARE)], check=True)
+        pip = [str(python), "-m", "pip", "install", "-q"]
+        subprocess.run([*pip, TORCH], check=True, timeout=900)
+        others = [r for r in _runtime_requirements() if not r.startswith("torch")]
+        subprocess.run([*pip, *others, *COLAB_LIKE], check=True, timeout=900)
+        stamp.write_text(recipe)
+    subprocess.run([str(python), "-m", "pip", "uninstall", "-q", "-y", "lrkit"], capture_output=True)
+    return python
+
+
+def run_in_bare_env(notebook: Path, workdir: Path, python: Path, env: dict[str, str]) -> dict[str, float]:
+    """Execute ``notebook`` in a kernel of ``python`` with cwd ``workdir``; seconds (total, install)."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    spec = workdir.parent / "kernels" / "kernels" / "lrkit-bare"
+    spec.mkdir(parents=True, exist_ok=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [str(python), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "bare", "language": "python", "env": env}))
+    os.environ["JUPYTER_PATH"] = str(spec.parent.parent)
+    nb = nbformat.read(notebook, as_version=4)
+    start = time.monotonic()
+    NotebookClient(nb, timeout=900, kernel_name="lrkit-bare",
+                   resources={"metadata": {"path": str(workdir)}}).execute()
+    total = time.monotonic() - start
+    ex = next(c for c in nb.cells if c.cell_type == "code").metadata.get("execution", {})
+    install = 0.0
+    if "shell.execute_reply" in ex and "iopub.execute_input" in ex:
+        from datetime import datetime
+
+        stamps = [datetime.fromisoformat(ex[k].replace("Z", "+00:00")) for k in ("iopub.execute_input",
+                                                                                "shell.execute_reply")]
+        install = (stamps[1] - stamps[0]).total_seconds()
+    return {"total": total, "install": install}
+
+
+LESSONS = sorted((ROOT / "lessons").glob("*.ipynb"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lesson", [p for p in LESSONS if BARE_LESSONS == "all" or p.stem in BARE_LESSONS.split(",")],
+                         ids=lambda p: p.stem)
+def test_a_lesson_runs_after_a_bare_install_from_an_empty_folder(lesson: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    python = bare_python()
+    assert _present(python, ("lrkit", *NOT_RUNTIME)) == [], "the bare venv must hold runtime dependencies only"
+    content = tmp_path / "content"  # Colab's /content: no repository files
+    content.mkdir()
+    env = {"LRKIT_INSTALL_SOURCE": str(ROOT), "LRKIT_SCALE": "small", "LRKIT_DEVICE": "cpu",
+           "OMP_NUM_THREADS": "1", "LRKIT_LEDGER": str(tmp_path / "ledger.jsonl"), "PYTHONPATH": "",
+           "PATH": f"{python.parent}:{os.environ.get('PATH', '')}"}
+    monkeypatch.setenv("JUPYTER_PATH", "")
+    seconds = run_in_bare_env(lesson, content, python, env)
+    print(f"{lesson.stem}: {seconds['total']:.1f} s in the bare venv (install cell {seconds['install']:.1f} s)")
+    where = subprocess.run([str(python), "-c", "import lrkit; print(lrkit.__file__)"], capture_output=True,
+                           text=True, check=True, cwd=content).stdout
+    assert str(BARE) in where, f"lrkit should come from the install cell, found {where}"
+    assert _present(python, ("myst_nb", "peft")) == [], "the lesson must not need myst-nb or peft"

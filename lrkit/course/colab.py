@@ -233,7 +233,7 @@ class _Converter:
             label = LABEL_LINE.match(line)
             if label:
                 heading = next((ln for ln in lines[i + 1:] if ln.strip()), "")
-                title = self.inline(heading.lstrip("#").strip())
+                title = self.inline(heading.lstrip("#").strip()) if heading.startswith("#") else ""
                 self.book.labels.setdefault(label.group("label"),
                                             Target(self.doc, label.group("label"), "section", "", title))
             elif re.match(r"^\s*(%|\+\+\+)", line):
@@ -337,7 +337,11 @@ class _Converter:
         if name in ("glue", "glue:any", "glue:text", "glue:md"):
             key, spec = (text.rsplit(":", 1) + [""])[:2] if name == "glue:text" and ":" in text else (text, "")
             data = self.glue_data(key)
-            return format_plain_text(data.get("text/plain", ""), spec) if data else f"`{key}`"
+            try:
+                return format_plain_text(data.get("text/plain", ""), spec) if data else f"`{key}`"
+            except (TypeError, ValueError) as exc:
+                self.problems.append(f"{self.doc}: glued value {key!r} cannot be formatted: {exc}")
+                return data.get("text/plain", "") if data else f"`{key}`"
         if name == "cite" or name.startswith("cite:"):
             return self.cite(name.partition(":")[2] or "p", text)
         if name == "doc":
