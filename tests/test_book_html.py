@@ -123,3 +123,10 @@ def test_a_favicon_and_a_logo() -> None:
     page = soup(HTML / "book" / "intro.html")
     assert page.find("link", rel="icon") is not None
     assert any("logo" in (img.get("src") or "") for img in page.find_all("img"))
+
+
+@pytest.mark.parametrize("path", PAGES, ids=lambda p: str(p.relative_to(HTML)))
+def test_every_page_loads_the_course_css(path: Path) -> None:
+    """course.css wraps code cells and hints (no sideways scrolling) and boxes wide equations."""
+    hrefs = [link.get("href", "") for link in soup(path).find_all("link", rel="stylesheet")]
+    assert any(h.split("?")[0].endswith("_static/course.css") for h in hrefs), path.name
