@@ -91,6 +91,12 @@ _PLANTED_05_06: list[tuple[str, str, str, str, str]] = [
      "np.polyfit(np.log(np.asarray(values, dtype=float)), np.log(np.asarray(widths, dtype=float)), 1)"),
     (CH5, "predicted_exponents_check", "predicted_exponents", '{"A": -0.5, "B": -1.0}', '{"A": -1.0, "B": -0.5}'),
     (CH5, "predicted_exponents_check", "predicted_exponents", '{"A": -0.5, "B": -1.0}', '{"A": 0.5, "B": 1.0}'),
+    # the three terms of a step
+    (CH5, "delta_terms_check", "delta_terms", "dB @ A.double() @ Zt", "dB @ A_next.double() @ Zt"),
+    (CH5, "delta_terms_check", "delta_terms", "B.double() @ dA @ Zt", "B_next.double() @ dA @ Zt"),
+    (CH5, "delta_terms_check", "delta_terms", "x.square().mean().sqrt()", "x.square().sum().sqrt()"),
+    (CH5, "predicted_term_exponents_check", "predicted_term_exponents", '"Z_A": 0.5', '"Z_A": 0.0'),
+    (CH5, "predicted_term_exponents_check", "predicted_term_exponents", '"delta2": 0.0', '"delta2": -0.5'),
     # LoRA+ groups
     (CH6, "loraplus_groups_check", "loraplus_groups", '{"A": lr, "B": lr * ratio, "other": lr}',
      '{"A": lr * ratio, "B": lr, "other": lr}'),                                            # ratio applied to A
@@ -130,7 +136,7 @@ CHAPTERS: dict[str, tuple[str, int, Planted]] = {
     "02_deep_linear": ("lrkit.checks.deep_linear", 7, PLANTED_02),
     "03_ssm": ("lrkit.checks.ssm", 8, PLANTED_03),
     "04_matrix_sensing": ("lrkit.checks.sensing", 12, PLANTED_04),
-    "05_lora_init": ("lrkit.checks.lora_init", 8, PLANTED_05),
+    "05_lora_init": ("lrkit.checks.lora_init", 11, PLANTED_05),
     "06_lora_plus": ("lrkit.checks.lora_plus", 9, PLANTED_06),
     "07_random_features": ("lrkit.checks.rf", 10, PLANTED_07),
 }

@@ -45,6 +45,13 @@ def test_the_checks_pass_lrkit_itself_on_several_seeds(chapter: str) -> None:
             c.check_largest_stable_lr(lambda lrs, diverged: sweep.largest_stable_lr(lrs, np.asarray(diverged)), seed)
             c.check_fit_exponent(lambda widths, values: sweep.fit_exponent(widths, values).exponent, seed)
             c.check_predicted_exponents(lambda: {"A": -0.5, "B": -1.0}, seed)
+
+            def terms(Z, A, B, A_next, B_next):
+                d = sweep.step_terms(Z, A[None], B[None], A_next[None], B_next[None])
+                return tuple(float(d[k][0]) for k in ("delta1", "delta2", "delta3"))
+
+            c.check_delta_terms(terms, seed)
+            c.check_predicted_term_exponents(lambda: dict(c.PREDICTED_TERM_EXPONENTS), seed)
         else:
             c = lrkit.checks.lora_plus
             c.check_loraplus_groups(optim.loraplus_param_groups, seed)
