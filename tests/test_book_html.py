@@ -22,7 +22,8 @@ if not (HTML / "book" / "intro.html").is_file():
 
 bs4 = pytest.importorskip("bs4", reason="beautifulsoup4 comes with the book extra")
 
-PAGES = sorted(p for p in HTML.rglob("*.html") if "_static" not in p.parts and "_sources" not in p.parts)
+PAGES = sorted(p for p in HTML.rglob("*.html") if "_static" not in p.parts and "_sources" not in p.parts
+               and p != HTML / "index.html")  # index.html only redirects to book/intro.html
 LESSONS = [p for p in PAGES if p.parent.name == "lessons"]
 RAW_ROLE = re.compile(r"\{(glue|cite|prf|numref|doc|ref|eq)(:[\w-]+)?\}`")
 PATH_ALT = re.compile(r"(\.(png|jpe?g|svg|gif)$)|(^[./]*_images/)|(^[\w./-]+/[\w.-]+$)")
