@@ -266,7 +266,13 @@ class ClaimsPage:
             chapters[n] = []
         for r in latest:
             chapters.setdefault(_chapter_key(r.chapter), []).append(self.row(r, keys[id(r)]))
+        checked_sources = {k.strip() for r in latest for k in r.source.split(",")}
         for e in registry:
+            keys = {k.strip() for k in str(e.get("source", "")).split(",") if k.strip()}
+            if e["status"] == "planned" and keys and keys <= checked_sources:
+                self.warnings.append(f"planned claim {e['statement'][:50]!r}... dropped: a lesson now records "
+                                     f"claims from {sorted(keys)} (remove it from the registry)")
+                continue
             chapters.setdefault(_chapter_key(e["chapter"]), []).append(self.registry_row(e))
         out = [_provenance(latest)] if latest else []
         for ch, rows in sorted(chapters.items(), key=lambda kv: _sort_key(kv[0])):

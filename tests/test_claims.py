@@ -253,6 +253,14 @@ def test_page_links_what_exists_and_warns_about_the_rest(index) -> None:
         assert bit in warned
 
 
+def test_a_planned_claim_goes_when_a_lesson_records_its_source(index) -> None:
+    planned = [{"chapter": "later", "statement": "intruders", "source": "peft", "status": "planned"}]
+    page = ClaimsPage(index)
+    assert "intruders" in page.render([_record()], planned)
+    text = page.render([_record(), _record(chapter=2, source="peft")], planned)
+    assert "intruders" not in text and any("dropped" in w for w in page.warnings)
+
+
 def test_page_shows_failures_and_seeds(index) -> None:
     seeds = {(1, "prop-a", 1): {"passed": 4, "runs": 5, "min_margin": -0.3}}
     text = ClaimsPage(index, seeds).render([_record(passed=False, margin=-0.5)], [])
