@@ -231,7 +231,7 @@ def test_page_links_what_exists_and_warns_about_the_rest(index) -> None:
     ]
     registry = [{"chapter": 1, "statement": "parity with PEFT", "source": "peft",
                  "status": "tested by unit tests", "tests": ["tests/test_peft_parity.py"]},
-                {"chapter": "later", "statement": "intruders", "source": "hu2021lora", "status": "planned"}]
+                {"chapter": "later", "statement": "intruders", "source": "peft", "status": "planned"}]
     page = ClaimsPage(index)
     text = page.render(records, registry)
     assert "## 1. LoRA from scratch" in text and "{doc}`/lessons/01_lora`" in text
