@@ -32,22 +32,26 @@ time ``t = lr * step``, follows the gradient flow
 
     C_n' = B_n (sigma_uy - sigma_uu w),    B_n' = C_n (sigma_uy - sigma_uu w),
 
-Saxe's two-layer system with mode strength ``s = sigma_uy / sigma_uu`` and time constant
-``1 / sigma_uu``; :func:`train_ssm` runs it on the time-domain loss.
+Saxe's two-layer system with mode strength ``s = sigma_uy / sigma_uu``; a balanced mode escapes
+from ``w0`` at the rate ``2 sigma_uy`` (half-time ``ln((s - w0)/w0) / (2 sigma_uy)``).
+
+Learning lives in :mod:`lrkit.ssm_learning` (gradient descent on ``B, C``, tied parameters,
+distinct poles as a diagonal network on correlated features) and :mod:`lrkit.ssm_poles`
+(the gradient of a trained pole); their public names are re-exported here.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 import torch
 
 from ._validate import positive_float, positive_int
 from .env import generator, get_device, resolve_scale
 
 __all__ = [
-    "sizes",    "ssm_scan", "ssm_kernel", "transfer_function", "ssm_fft", "filtered_input", "frequency_statistics",
-    "time_statistics", "colored_noise", "SSMRun", "train_ssm",
+    "sizes", "ssm_scan", "ssm_kernel", "transfer_function", "ssm_fft", "filtered_input", "frequency_statistics",
+    "time_statistics", "colored_noise", "check_ssm_params", "check_signal", "SSMRun", "train_ssm", "train_tied", "feature_statistics",
+    "pole_gradient", "pole_curvature", "train_pole", "PoleRun",
 ]
 
 
@@ -55,15 +59,20 @@ def sizes(scale: str | None = None) -> dict[str, object]:
     """Experiment sizes of Chapter 3 for ``scale`` (default :func:`lrkit.get_scale`)."""
     scale = resolve_scale(scale)
     if scale == "small":
-        return dict(length=512, n_seq=1, a=0.9, teacher=1.5, lr=1e-3, steps=3000, b0=0.01, states=(1, 2, 4, 8, 16),
-                    rhos=(-0.8, 0.0, 0.8), teacher_pole=0.5, colour_steps=8000)
-    return dict(length=4096, n_seq=16, a=0.9, teacher=1.5, lr=1e-3, steps=3000, b0=0.01,
-                states=(1, 2, 4, 8, 16, 32, 64, 128, 256), rhos=(-0.9, -0.5, 0.0, 0.5, 0.9), teacher_pole=0.5,
-                colour_steps=4000)
+        return dict(length=512, n_seq=1, a=0.9, teacher=1.5, teacher_pole=0.5, lr=1e-3, steps=3000, b0=0.01,
+                    rhos=(-0.8, 0.0, 0.8), colour_steps=8000, states=(1, 2, 4, 8, 16), u0=1e-3, c0=0.1,
+                    tied_lr=2e-4, poles=(-0.7, 0.0, 0.5, 0.9), teacher_poles=(0.9, -0.7),
+                    teacher_gains=(0.3, 1.0), pole_init=1e-2, pole_steps=6000, pole_target=0.5,
+                    pole_start=0.45, pole_lr=4e-3, pole_t=(2.0, 40.0))
+    return dict(length=4096, n_seq=16, a=0.9, teacher=1.5, teacher_pole=0.5, lr=1e-3, steps=3000, b0=0.01,
+                rhos=(-0.9, -0.5, 0.0, 0.5, 0.9), colour_steps=8000, states=(1, 2, 4, 8, 16, 32, 64), u0=1e-3,
+                c0=0.05, tied_lr=5e-5, poles=(-0.9, -0.7, -0.3, 0.0, 0.3, 0.5, 0.7, 0.9),
+                teacher_poles=(0.9, -0.7), teacher_gains=(0.3, 1.0), pole_init=1e-3, pole_steps=12000,
+                pole_target=0.5, pole_start=0.45, pole_lr=4e-3, pole_t=(2.0, 40.0))
 
 
 # --------------------------------------------------------------------------- validation
-def _params(A: torch.Tensor, B: torch.Tensor, C: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def check_ssm_params(A: torch.Tensor, B: torch.Tensor, C: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     ts = []
     for name, p in (("A", A), ("B", B), ("C", C)):
         p = torch.as_tensor(p).to(torch.float64)
@@ -84,7 +93,7 @@ def _params(A: torch.Tensor, B: torch.Tensor, C: torch.Tensor) -> tuple[torch.Te
     return A, B, C
 
 
-def _signal(u: torch.Tensor, name: str = "u") -> torch.Tensor:
+def check_signal(u: torch.Tensor, name: str = "u") -> torch.Tensor:
     if not isinstance(u, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (..., L), got {type(u).__name__}")
     if u.ndim < 1 or u.shape[-1] < 1:
@@ -103,8 +112,8 @@ def ssm_scan(A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, u: torch.Tensor,
     ``periodic=True``: ``x_{-1}`` is the periodic steady state
     ``x_{-1} = sum_l A^{L-1-l} B u_l / (1 - A^L)``, so that ``x_{L-1} = x_{-1}``.
     """
-    A, B, C = _params(A, B, C)
-    u = _signal(u)
+    A, B, C = check_ssm_params(A, B, C)
+    u = check_signal(u)
     A, B, C = (p.to(u.device, u.dtype) for p in (A, B, C))
     L = u.shape[-1]
     x = torch.zeros(*u.shape[:-1], A.numel(), dtype=u.dtype, device=u.device)
@@ -120,7 +129,7 @@ def ssm_scan(A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, u: torch.Tensor,
 
 def ssm_kernel(A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, length: int) -> torch.Tensor:
     """The convolution kernel ``K_l = sum_n C_n A_n^l B_n`` for ``l = 0..length-1``, shape ``(length,)``."""
-    A, B, C = _params(A, B, C)
+    A, B, C = check_ssm_params(A, B, C)
     l = torch.arange(positive_int(length, "length"), dtype=A.dtype, device=A.device).unsqueeze(-1)
     return (C * B * A ** l).sum(-1)
 
@@ -131,7 +140,7 @@ def transfer_function(A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, length:
     Complex, shape ``(L,)``. It is the DFT of the *periodised* kernel; the DFT of the kernel truncated
     to ``L`` taps is ``sum_n C_n B_n (1 - A_n^L) / (1 - A_n e^{-i w_k})``.
     """
-    A, B, C = _params(A, B, C)
+    A, B, C = check_ssm_params(A, B, C)
     L = positive_int(length, "length")
     w = 2 * math.pi * torch.arange(L, dtype=torch.float64, device=A.device) / L
     z = torch.exp(-1j * w).unsqueeze(-1)  # (L, 1)
@@ -146,7 +155,7 @@ def ssm_fft(A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, u: torch.Tensor, 
     the FFT is the linear one, then keep the first ``L`` outputs. Periodic: ``y = IDFT(H U)`` with
     :func:`transfer_function`. ``u`` ``(..., L)`` -> ``y`` ``(..., L)``.
     """
-    u = _signal(u)
+    u = check_signal(u)
     L = u.shape[-1]
     if periodic:
         H = transfer_function(A, B, C, L)[: L // 2 + 1].to(u.device)
@@ -165,7 +174,7 @@ def filtered_input(a: float, u: torch.Tensor, periodic: bool = True) -> torch.Te
 
 # --------------------------------------------------------------------------- sufficient statistics
 def _check_pair(u: torch.Tensor, y: torch.Tensor, a: float) -> float:
-    _signal(u), _signal(y, "y")
+    check_signal(u), check_signal(y, "y")
     if u.shape != y.shape:
         raise ValueError(f"u and y must have the same shape (..., L), got {tuple(u.shape)} and {tuple(y.shape)}")
     if isinstance(a, bool) or not isinstance(a, (int, float)) or not math.isfinite(a) or abs(a) >= 1:
@@ -222,71 +231,18 @@ def colored_noise(length: int, rho: float = 0.0, n_seq: int = 1, seed: int = 0) 
     return u.to(get_device())
 
 
-# --------------------------------------------------------------------------- training
-@dataclass
-class SSMRun:
-    """A batch of SSM training runs: ``t`` (``step * lr``, ``(T,)``), ``product`` ``w = sum_n C_n B_n``
-    ``(cfg, T)``, ``loss`` per time step ``(cfg, T)``, final ``B`` and ``C`` ``(cfg, N)``, ``diverged`` ``(cfg,)``."""
-
-    t: torch.Tensor
-    product: torch.Tensor
-    loss: torch.Tensor
-    B: torch.Tensor
-    C: torch.Tensor
-    diverged: torch.Tensor
 
 
-def train_ssm(u: torch.Tensor, y: torch.Tensor, A: torch.Tensor, B0: torch.Tensor, C0: torch.Tensor, lr: float,
-              steps: int, periodic: bool = True, record_every: int = 10) -> SSMRun:
-    """Gradient descent on ``(B, C)`` (``A`` fixed) of the time-domain loss ``1/(2ML) sum (y - yhat)^2``.
+_LEARNING = {"SSMRun", "train_ssm", "train_tied", "feature_statistics"}
+_POLES = {"PoleRun", "pole_gradient", "pole_curvature", "train_pole"}
 
-    ``u``, ``y``: ``(M, L)`` (or ``(L,)``); ``A``, ``B0``, ``C0``: ``(cfg, N)`` for ``cfg`` configurations
-    trained at once (or ``(N,)`` for one). With ``A`` fixed the state is ``x_{t,n} = B_n z_{t,n}``,
-    ``z_n`` = the input filtered by pole ``A_n`` (computed once), so ``yhat = sum_n C_n B_n z_n`` and
-    ``dL/dB_n = C_n mean(z_n r)``, ``dL/dC_n = B_n mean(z_n r)``, ``r = yhat - y``. Diverged
-    configurations are frozen and flagged.
-    """
-    positive_float(lr, "lr"), positive_int(steps, "steps"), positive_int(record_every, "record_every")
-    u, y = _signal(u), _signal(y, "y")
-    if u.shape != y.shape:
-        raise ValueError(f"u and y must have the same shape, got {tuple(u.shape)} and {tuple(y.shape)}")
-    u = u.reshape(-1, u.shape[-1]).to(torch.float64)
-    y = y.reshape(-1, y.shape[-1]).to(torch.float64)
-    A, B, C = (torch.as_tensor(p, dtype=torch.float64) for p in (A, B0, C0))
-    A, B, C = (p.unsqueeze(0) if p.ndim == 1 else p for p in (A, B, C))
-    if not (A.ndim == 2 and A.shape == B.shape == C.shape):
-        raise ValueError(f"A, B0 and C0 must share one shape (cfg, N) or (N,), got {tuple(A.shape)}, "
-                         f"{tuple(B.shape)}, {tuple(C.shape)}")
-    for row in A:
-        _params(row, row, row)  # stability and finiteness of every pole
-    dev = u.device
-    A, B, C = A.to(dev), B.to(dev).clone(), C.to(dev).clone()
-    # z[c, n] = input filtered by pole A[c, n]: (cfg, N, M, L)
-    poles = A.unique()
-    filt = {float(p): filtered_input(float(p), u, periodic) for p in poles}
-    z = torch.stack([torch.stack([filt[float(p)] for p in row]) for row in A])
 
-    def predict(B: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
-        return ((C * B)[..., None, None] * z).sum(1)
-
-    def loss_of(r: torch.Tensor) -> torch.Tensor:
-        return 0.5 * r.square().mean((-1, -2))
-
-    r = predict(B, C) - y
-    times, prods, losses = [0.0], [(C * B).sum(-1)], [loss_of(r)]
-    start = losses[0].clone()
-    diverged = torch.zeros(A.shape[0], dtype=torch.bool, device=dev)
-    for step in range(1, steps + 1):
-        g = (z * r.unsqueeze(1)).mean((-1, -2))  # mean(z_n r), (cfg, N)
-        B_new, C_new = B - lr * C * g, C - lr * B * g
-        B = torch.where(diverged[:, None], B, B_new)
-        C = torch.where(diverged[:, None], C, C_new)
-        r = predict(B, C) - y
-        if step % record_every == 0 or step == steps:
-            loss = loss_of(r)
-            diverged |= ~torch.isfinite(loss) | (loss > 1e6 * start.clamp_min(1e-12))
-            times.append(step * lr)
-            prods.append(torch.where(diverged, torch.nan, (C * B).sum(-1)))
-            losses.append(torch.where(diverged, torch.nan, loss))
-    return SSMRun(torch.tensor(times, dtype=torch.float64), torch.stack(prods, 1).cpu(), torch.stack(losses, 1).cpu(),
-                  B.cpu(), C.cpu(), diverged.cpu())
+def __getattr__(name: str) -> object:
+    """Re-export the learning names of :mod:`lrkit.ssm_learning` and :mod:`lrkit.ssm_poles` (lazily: no cycle)."""
+    if name in _LEARNING:
+        from . import ssm_learning
+        return getattr(ssm_learning, name)
+    if name in _POLES:
+        from . import ssm_poles
+        return getattr(ssm_poles, name)
+    raise AttributeError(f"module 'lrkit.ssm' has no attribute {name!r}")

@@ -1,0 +1,157 @@
+"""Learning in linear SSMs with fixed poles (Chapter 3): gradient descent on ``B`` and ``C``.
+
+The model ``x_t = A x_{t-1} + B u_t``, ``y_t = C^T x_t`` with a fixed diagonal ``A`` predicts
+``yhat = sum_n C_n B_n z_n``, where ``z_n`` is the input filtered by the pole ``A_n``
+(``G_n(w) = 1 / (1 - A_n e^{-iw})``, periodic sequences). The loss per time step
+``1/(2ML) sum (y - yhat)^2`` is quadratic in the products ``w_n = C_n B_n``:
+
+    L(w) = 1/2 w^T Gram w - sigma^T w + const,
+    sigma_n = mean(y z_n) = 1/(M L^2) sum_k Re[Y_k conj(G_n U_k)],
+    Gram_nm = mean(z_n z_m) = 1/(M L^2) sum_k Re[G_n conj(G_m)] |U_k|^2      (feature_statistics)
+
+so distinct fixed poles make the SSM a *diagonal* two-layer linear network on correlated,
+filtered features (``w_n = C_n B_n``), and one shared pole makes it a scalar two-layer network
+(``sigma_uy = sigma_n``, ``sigma_uu = Gram_nn``). :func:`train_ssm` runs gradient descent on
+``(B, C)`` (optionally with ``C`` frozen); :func:`train_tied` the *tied* parameterisation
+``B = b 1_N``, ``C = c 1_N`` (one shared scalar each; ours, see Chapter 3), whose gain is ``N b c``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from ._validate import positive_float, positive_int
+from .ssm import check_signal, check_ssm_params, filtered_input, transfer_function
+
+__all__ = ["SSMRun", "train_ssm", "train_tied", "feature_statistics"]
+
+
+def _pair(u: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    u, y = check_signal(u), check_signal(y, "y")
+    if u.shape != y.shape:
+        raise ValueError(f"u and y must have the same shape, got {tuple(u.shape)} and {tuple(y.shape)}")
+    return u.reshape(-1, u.shape[-1]).to(torch.float64), y.reshape(-1, y.shape[-1]).to(torch.float64)
+
+
+def feature_statistics(u: torch.Tensor, y: torch.Tensor, poles: Sequence[float] | torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(sigma, Gram)`` of the filtered features ``z_n``, from the DFTs (periodic model).
+
+    ``u``, ``y``: ``(..., L)``; ``poles``: ``(N,)`` real with ``|a_n| < 1``. Returns ``sigma`` ``(N,)``
+    (``mean(y z_n)``) and ``Gram`` ``(N, N)`` (``mean(z_n z_m)``); the best products are
+    ``Gram^{-1} sigma``. For one pole this is :func:`lrkit.ssm.frequency_statistics`.
+    """
+    u, y = _pair(u, y)
+    a = torch.as_tensor(poles, dtype=torch.float64).reshape(-1)
+    check_ssm_params(a, a, a)
+    M, L = u.shape
+    one = torch.ones(1, dtype=torch.float64)
+    G = torch.stack([transfer_function(a[n:n + 1], one, one, L) for n in range(a.numel())]).to(u.device)
+    GU = G[:, None, :] * torch.fft.fft(u)[None]  # (N, M, L)
+    Y = torch.fft.fft(y)
+    sigma = (Y[None] * GU.conj()).real.sum((-1, -2)) / (M * L * L)
+    gram = torch.einsum("nmk,pmk->np", GU, GU.conj()).real / (M * L * L)
+    return sigma.cpu(), gram.cpu()
+
+
+@dataclass
+class SSMRun:
+    """A batch of SSM training runs: ``t`` (``step * lr``, ``(T,)``), ``product`` ``w = sum_n C_n B_n``
+    ``(cfg, T)``, ``products`` per state ``C_n B_n`` ``(cfg, T, N)``, ``loss`` per time step ``(cfg, T)``,
+    final ``B`` and ``C`` ``(cfg, N)``, ``diverged`` ``(cfg,)``."""
+
+    t: torch.Tensor
+    product: torch.Tensor
+    products: torch.Tensor
+    loss: torch.Tensor
+    B: torch.Tensor
+    C: torch.Tensor
+    diverged: torch.Tensor
+
+
+def train_ssm(u: torch.Tensor, y: torch.Tensor, A: torch.Tensor, B0: torch.Tensor, C0: torch.Tensor, lr: float,
+              steps: int, periodic: bool = True, record_every: int = 10, freeze_C: bool = False) -> SSMRun:
+    """Gradient descent on ``(B, C)`` (``A`` fixed) of the time-domain loss ``1/(2ML) sum (y - yhat)^2``.
+
+    ``u``, ``y``: ``(M, L)`` (or ``(L,)``); ``A``, ``B0``, ``C0``: ``(cfg, N)`` for ``cfg`` configurations
+    trained at once (or ``(N,)`` for one). With ``A`` fixed the state is ``x_{t,n} = B_n z_{t,n}``,
+    ``z_n`` = the input filtered by pole ``A_n`` (computed once), so ``yhat = sum_n C_n B_n z_n`` and
+    ``dL/dB_n = C_n mean(z_n r)``, ``dL/dC_n = B_n mean(z_n r)``, ``r = yhat - y``. ``freeze_C``
+    keeps ``C`` at ``C0`` (only ``B`` learns). Diverged configurations are frozen and flagged.
+    """
+    positive_float(lr, "lr"), positive_int(steps, "steps"), positive_int(record_every, "record_every")
+    u, y = _pair(u, y)
+    A, B, C = (torch.as_tensor(p, dtype=torch.float64) for p in (A, B0, C0))
+    A, B, C = (p.unsqueeze(0) if p.ndim == 1 else p for p in (A, B, C))
+    if not (A.ndim == 2 and A.shape == B.shape == C.shape):
+        raise ValueError(f"A, B0 and C0 must share one shape (cfg, N) or (N,), got {tuple(A.shape)}, "
+                         f"{tuple(B.shape)}, {tuple(C.shape)}")
+    for row in A:
+        check_ssm_params(row, row, row)  # stability and finiteness of every pole
+    dev = u.device
+    A, B, C = A.to(dev), B.to(dev).clone(), C.to(dev).clone()
+    filt = {float(p): filtered_input(float(p), u, periodic) for p in A.unique()}
+    z = torch.stack([torch.stack([filt[float(p)] for p in row]) for row in A])  # (cfg, N, M, L)
+
+    def predict(B: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
+        return ((C * B)[..., None, None] * z).sum(1)
+
+    def loss_of(r: torch.Tensor) -> torch.Tensor:
+        return 0.5 * r.square().mean((-1, -2))
+
+    r = predict(B, C) - y
+    times, prods, losses = [0.0], [C * B], [loss_of(r)]
+    start = losses[0].clone()
+    diverged = torch.zeros(A.shape[0], dtype=torch.bool, device=dev)
+    for step in range(1, steps + 1):
+        g = (z * r.unsqueeze(1)).mean((-1, -2))  # mean(z_n r), (cfg, N)
+        B_new, C_new = B - lr * C * g, (C if freeze_C else C - lr * B * g)
+        B = torch.where(diverged[:, None], B, B_new)
+        C = torch.where(diverged[:, None], C, C_new)
+        r = predict(B, C) - y
+        if step % record_every == 0 or step == steps:
+            loss = loss_of(r)
+            diverged |= ~torch.isfinite(loss) | (loss > 1e6 * start.clamp_min(1e-12))
+            times.append(step * lr)
+            prods.append(torch.where(diverged[:, None], torch.nan, C * B))
+            losses.append(torch.where(diverged, torch.nan, loss))
+    products = torch.stack(prods, 1).cpu()
+    return SSMRun(torch.tensor(times, dtype=torch.float64), products.sum(-1), products,
+                  torch.stack(losses, 1).cpu(), B.cpu(), C.cpu(), diverged.cpu())
+
+
+def train_tied(u: torch.Tensor, y: torch.Tensor, a: float, N: Sequence[int], b0: Sequence[float],
+               c0: Sequence[float], lr: float, steps: int, freeze_c: bool = False, record_every: int = 10
+               ) -> SSMRun:
+    """Gradient descent on the *tied* SSM ``A = a I_N``, ``B = b 1_N``, ``C = c 1_N`` (one scalar each).
+
+    The output is ``N b c z`` (``z`` the input filtered by ``a``), so ``dL/db = N c mean(z r)`` and
+    ``dL/dc = N b mean(z r)``, ``r = N b c z - y``. One configuration per entry of ``N``, ``b0``,
+    ``c0`` (equal lengths); ``freeze_c`` keeps ``c = c0``. ``product`` records the gain ``N b c``.
+    """
+    positive_float(lr, "lr"), positive_int(steps, "steps"), positive_int(record_every, "record_every")
+    u, y = _pair(u, y)
+    if isinstance(a, bool) or not isinstance(a, (int, float)) or not abs(a) < 1:
+        raise ValueError(f"a must be a real pole with |a| < 1, got {a!r}")
+    n = torch.as_tensor(list(N), dtype=torch.float64)
+    b, c = (torch.as_tensor(list(v), dtype=torch.float64) for v in (b0, c0))
+    if not (n.shape == b.shape == c.shape) or n.ndim != 1 or bool((n < 1).any()):
+        raise ValueError("N, b0 and c0 must be sequences of the same length, with every N >= 1")
+    z = filtered_input(float(a), u, True)  # (M, L)
+    zz, zy = float(z.square().mean()), float((z * y).mean())  # the loss is quadratic in the gain
+    times, gains, losses = [0.0], [n * b * c], []
+    for step in range(1, steps + 1):
+        g = zz * n * b * c - zy  # mean(z r)
+        b, c = b - lr * n * c * g, (c if freeze_c else c - lr * n * b * g)
+        if step % record_every == 0 or step == steps:
+            times.append(step * lr)
+            gains.append(n * b * c)
+    gain = torch.stack(gains, 1)
+    loss = 0.5 * (zz * gain ** 2 - 2 * zy * gain + float(y.square().mean()))
+    bad = ~torch.isfinite(gain).all(1)
+    return SSMRun(torch.tensor(times, dtype=torch.float64), gain, gain[..., None], loss, b[:, None],
+                  c[:, None], bad)
