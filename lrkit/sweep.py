@@ -1,40 +1,17 @@
 """Many LoRA training configurations as one tensor program: the engine of Chapters 5 and 6.
 
-**The task.** A frozen "pretrained" layer of width ``n`` reads features ``z = W_in x``
-(``x`` in R^d, ``W_in`` (n, d) with entries N(0, 1/d), so every entry of ``z`` is of order 1).
-Fine-tuning must add a rank-``r*`` change ``dW* = U V^T`` (``U`` (n, r*) entries N(0, 1),
-``V`` (n, r*) entries N(0, 1/n)), so the target change of the layer's output, ``y = dW* z``,
-has entries of order 1 too. A LoRA adapter learns it:
-
-    L(A, B) = 1/(2 n N) * sum_samples || s B A z - dW* z ||^2,   A: (r, n), B: (n, r),
-
-with ``s = alpha / r`` (``alpha = None`` means ``s = 1``). The base weight cancels from the
-loss, so only the LoRA branch ``s B A z`` is simulated. With ``Z`` (N, n) the samples,
-``Y = dW* Z^T`` (n, N), ``P = A Z^T`` (r, N) and ``E = s B P - Y`` (n, N):
-
-    L = ||E||_F^2 / (2 n N),   dL/dB = s E P^T / (n N),   dL/dA = s B^T E Z / (n N).
-
-*How it is computed.* Two exact rewritings keep the ``(K, n, N)`` error tensor out of memory.
-(i) The samples span only ``m = rank(Z) <= d`` directions: with the thin SVD ``Z = U S V^T``
-the "virtual samples" ``Zr = S V^T`` (m, n) and targets ``Yr = Y U`` (n, m) give the same
-loss and gradients. (ii) Sufficient statistics: ``||E||^2 = s^2 <B^T B, P P^T> - 2 s <B^T Yr, P>
-+ ||Yr||^2`` (the small ``r x r`` and ``r x m`` products in float64), ``E P^T = s B (P P^T) -
-Yr P^T`` and ``B^T E = s (B^T B) P - B^T Yr``. A step costs a few batched products of
-size ``K r n m``.
+**The task** (:mod:`lrkit.lora_task`): a frozen width-``n`` layer whose features ``z`` have
+entries of order 1 must learn a rank-``r*`` change; the adapter ``s B A`` (``A`` (r, n),
+``B`` (n, r)) is trained on ``L = ||s B A Z^T - dW* Z^T||_F^2 / (2 n N)``, computed from
+reduced sufficient statistics at a cost of ``K r n m`` per step (``m = rank(Z) <= d``).
 
 **The sweep.** :func:`run_lora_sweep` trains ``K`` configurations at once, each with its
-own ``(eta_A, eta_B, init, seed)``: ``A`` (K, r, n), ``B`` (K, n, r), per-configuration
-learning rates (:func:`lrkit.optim.batched_adam_step`). A configuration whose loss becomes
-non-finite or exceeds ``blowup`` times its starting loss is *diverged*: frozen, marked in
-``SweepResult.diverged``, its curves NaN from then on, so it can neither crash the sweep nor
-leak into a fit. ``snapshots`` keeps ``(A, B)`` at chosen steps, for the per-step terms of
-:mod:`lrkit.lr_scaling`.
-
-The readers of a sweep (largest stable rate, best rate, best pair, valley floor, per-step
-terms) live in :mod:`lrkit.lr_scaling` and are re-exported here, with ``fit_exponent``
-(:func:`lrkit.fit.fit_power_law`). Tensors live on :func:`lrkit.get_device`; randomness
-comes from explicit seeds, so a configuration gives the same numbers in a sweep of one and
-in a sweep of a thousand.
+own ``(eta_A, eta_B, init, seed)``: ``A`` (K, r, n), ``B`` (K, n, r). A configuration whose
+loss becomes non-finite or exceeds ``blowup`` times its start is *diverged*: frozen, marked,
+its curves NaN from then on. ``snapshots`` keeps ``(A, B)`` at chosen steps. The readers of
+a sweep live in :mod:`lrkit.lr_scaling` and are re-exported here, with ``fit_exponent``.
+Randomness comes from explicit seeds: a configuration gives the same numbers in a sweep of
+one and in a sweep of a thousand.
 """
 
 from __future__ import annotations
@@ -48,9 +25,10 @@ import numpy as np
 import torch
 
 from ._validate import broadcast, check_seed, positive_float, positive_int
-from .env import few_threads, generator, get_device, get_scale
+from .env import few_threads, get_scale
 from .fit import ExponentFit, fit_power_law
 from .init import INIT_SCHEMES, init_lora_
+from .lora_task import LoRATask, lora_task
 from .lr_scaling import (best_eta_A_per_eta_B, best_lr, best_pair, feature_rms, largest_stable_lr,
                          near_optimal_centre, step_terms, steps_to_reach)
 from .optim import AdamState, batched_adam_step, batched_sgd_step
@@ -66,57 +44,6 @@ __all__ = ["LoRATask", "lora_task", "SweepResult", "run_lora_sweep", "init_facto
 
 # Chapters 5 and 6 fit exponents across widths: the course's one power-law fit
 fit_exponent = fit_power_law
-
-
-# --------------------------------------------------------------------------- the task
-
-
-@dataclass(frozen=True)
-class LoRATask:
-    """Features ``Z`` (N, n), targets ``Y = dW* Z^T`` (n, N), reduced ``Zr`` (m, n), ``Yr`` (n, m)."""
-
-    Z: torch.Tensor
-    Y: torch.Tensor
-    teacher: torch.Tensor  # dW*, (n, n), rank r*
-    Zr: torch.Tensor
-    Yr: torch.Tensor
-
-    @property
-    def width(self) -> int:
-        return self.Z.shape[1]
-
-    @property
-    def samples(self) -> int:
-        return self.Z.shape[0]
-
-    @property
-    def initial_loss(self) -> float:
-        """The loss of every configuration at step 0 (``B A = 0``): ``mean(Y^2) / 2``."""
-        return 0.5 * self.Y.square().mean().item()
-
-
-def lora_task(width: int, d: int = 16, samples: int = 32, teacher_rank: int = 2, seed: int = 0,
-              device: torch.device | str | None = None) -> LoRATask:
-    """The task of the module docstring at width ``n = width``, drawn from ``seed``."""
-    n, d = positive_int(width, "width"), positive_int(d, "d")
-    N, k = positive_int(samples, "samples"), positive_int(teacher_rank, "teacher_rank")
-    if k > min(n, d):
-        raise ValueError(f"teacher_rank must satisfy 1 <= teacher_rank <= min(width, d) = "
-                         f"{min(n, d)}, got {k}")
-    g = generator(seed)
-    x = torch.randn(N, d, generator=g)
-    w_in = torch.randn(n, d, generator=g) / math.sqrt(d)
-    U = torch.randn(n, k, generator=g)
-    V = torch.randn(n, k, generator=g) / math.sqrt(n)
-    dev = get_device() if device is None else torch.device(device)
-    Z = x @ w_in.T
-    teacher = U @ V.T
-    Y = teacher @ Z.T
-    u, sv, vh = torch.linalg.svd(Z.double(), full_matrices=False)
-    m = int((sv > sv[0] * 1e-6).sum())
-    Zr = (sv[:m, None] * vh[:m]).float()          # (m, n): Zr^T Zr = Z^T Z
-    Yr = (Y.double() @ u[:, :m]).float()          # (n, m): Yr Zr = Y Z
-    return LoRATask(*(t.to(dev) for t in (Z, Y, teacher, Zr, Yr)))
 
 
 # --------------------------------------------------------------------------- configurations
