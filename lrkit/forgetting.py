@@ -35,13 +35,15 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from . import spectra
 from ._validate import choice, positive_float, positive_int
 from .env import generator, resolve_scale
 from .optim import AdamState, batched_adam_step
 from .transformer import ALL_TARGETS, GPT, GPTConfig, next_token_loss
 
 __all__ = ["sizes", "random_chains", "entropy_rate", "bayes_loss", "sample_sequences", "pretrain", "Sweep", "finetune_sweep",
-           "sequence_loss", "layer_second_moments", "pareto_excess"]
+           "sequence_loss", "projection_names", "layer_second_moments", "intruder_summary", "mitigate",
+           "input_weighted", "pareto_excess"]
 
 
 def sizes(scale: str | None = None) -> dict[str, object]:
@@ -172,10 +174,11 @@ class Sweep:
     def updates(self, model: nn.Module, k: int) -> dict[str, torch.Tensor]:
         """``W_k - W0`` of every projection (the adapted matrices) of configuration ``k``."""
         base = dict(model.named_parameters())
-        return {n: self.weights[k][n] - base[n].detach() for n in _projection_names(model)}
+        return {n: self.weights[k][n] - base[n].detach() for n in projection_names(model)}
 
 
-def _projection_names(model: nn.Module, targets: Sequence[str] = ALL_TARGETS) -> list[str]:
+def projection_names(model: nn.Module, targets: Sequence[str] = ALL_TARGETS) -> list[str]:
+    """Parameter names (``...q_proj.weight``) of the targeted projections of ``model``."""
     return [n for n, _ in model.named_parameters() if n.endswith(".weight") and n.split(".")[-2] in targets]
 
 
@@ -210,7 +213,7 @@ def finetune_sweep(model: GPT, target_train: torch.Tensor, evals: dict[str, torc
         def weights(tr: dict, g: torch.Tensor) -> dict:
             return {n: base[n] + tr[n] for n in base}
     else:
-        names = _projection_names(model, targets)
+        names = projection_names(model, targets)
         r_max = max(ranks)  # type: ignore[arg-type]
         gens = [generator(s) for s in seeds]
         train = {}
@@ -277,6 +280,44 @@ def layer_second_moments(model: GPT, weights: dict[str, torch.Tensor], x: torch.
         for h in hooks:
             h.remove()
     return {n + ".weight": (h.T @ h / h.shape[0]).cpu() for n, h in acc.items()}
+
+
+def intruder_summary(model: nn.Module, weights: dict[str, torch.Tensor], k: int = 10,
+                     eps: float = 0.5) -> tuple[int, float]:
+    """``(count, alignment)`` of a fine-tuned model against ``model``'s weights, over every projection.
+
+    ``count`` sums :func:`lrkit.spectra.intruder_dimensions` over the adapted matrices (the authors'
+    model-level count); ``alignment`` is the mean over matrices of ``min_j max_cos_j`` (the weakest
+    alignment among the top ``k`` directions): a continuous statistic, steadier than a count.
+    """
+    base = dict(model.named_parameters())
+    counts, weakest = 0, []
+    for n in projection_names(model):
+        c, max_cos = spectra.intruder_dimensions(base[n], weights[n], k, eps)
+        counts += c
+        weakest.append(float(max_cos.min()))
+    return counts, sum(weakest) / len(weakest)
+
+
+def mitigate(model: nn.Module, weights: dict[str, torch.Tensor], rank: int | None, lam: float = 0.75,
+             k: int = 10, eps: float = 0.5) -> dict[str, torch.Tensor]:
+    """``weights`` with every projection's intruders scaled by ``lam`` (:func:`lrkit.spectra.reduce_intruders`)."""
+    base = dict(model.named_parameters())
+    out = dict(weights)
+    for n in projection_names(model):
+        out[n] = spectra.reduce_intruders(base[n], weights[n], rank=rank, k=k, eps=eps,
+                                          lam=lam).to(weights[n].dtype)
+    return out
+
+
+def input_weighted(delta: torch.Tensor, second_moment: torch.Tensor) -> torch.Tensor:
+    """``dW Sigma^{1/2}`` (out, in): the update as it acts on the layer's inputs, ``Sigma = E[h h^T]`` (in, in).
+
+    ``||dW Sigma^{1/2}||_F^2 = E ||dW h||^2``: its spectrum ranks directions by how much they change the
+    layer's output on the data, not by their size in weight space.
+    """
+    evals, Q = torch.linalg.eigh(second_moment.double())
+    return delta.double() @ (Q * evals.clamp_min(0).sqrt()) @ Q.T
 
 
 def pareto_excess(front_target: torch.Tensor, front_source: torch.Tensor, target: torch.Tensor,
