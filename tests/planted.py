@@ -23,10 +23,12 @@ PLANTED_01: Planted = [
      "rank * module.in_features"),
     ("count_check", "count_lora_params", "targeted = targets is None or", "targeted = True or"),
     ("count_check", "count_lora_params", "return total", "return total + sum(p.numel() for p in model.parameters())"),
-    ("scaling_check", "lora_scaling", "alpha / math.sqrt(rank) if rslora else alpha / rank", "alpha / rank"),
-    ("scaling_check", "lora_scaling", "alpha / math.sqrt(rank) if rslora", "math.sqrt(alpha / rank) if rslora"),
-    ("energy_check", "energy_rank", "delta.double()) ** 2", "delta.double())"),
-    ("energy_check", "energy_rank", "frac - 1e-12).sum()) + 1", "frac - 1e-12).sum())"),
+    ("lora_forward_check", "lora_forward", "h = dropout(x) if dropout is not None else x", "h = x"),
+    ("equivalent_check", "equivalent_config", 'lr * ratio if optimizer == "sgd" else lr * math.sqrt(ratio)',
+     "lr * ratio"),
+    ("equivalent_check", "equivalent_config", "return new_lr, math.sqrt(ratio)", "return new_lr, 1.0"),
+    ("equivalent_check", "equivalent_config", "ratio = s_from / s_to", "ratio = s_to / s_from"),
+    ("data_rank_check", "data_rank", "delta.double() @ root", "delta.double()"),
 ]
 
 PLANTED_02: Planted = [
@@ -132,7 +134,7 @@ PLANTED_07: Planted = [
 
 # chapter -> (its checks submodule, total points, planted mistakes)
 CHAPTERS: dict[str, tuple[str, int, Planted]] = {
-    "01_lora": ("lrkit.checks", 12, PLANTED_01),
+    "01_lora": ("lrkit.checks.lora", 14, PLANTED_01),
     "02_deep_linear": ("lrkit.checks.deep_linear", 7, PLANTED_02),
     "03_ssm": ("lrkit.checks.ssm", 8, PLANTED_03),
     "04_matrix_sensing": ("lrkit.checks.sensing", 12, PLANTED_04),
