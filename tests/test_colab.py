@@ -140,7 +140,7 @@ def test_an_edition_renders_every_construct_as_markdown(book: Path) -> None:
     assert 'print("{glue:text}`not_a_role`")' in text  # code fences are left alone
     assert f"[Exercises B]({site}exercises/02_b.html)" in text and "[the first claim](" in text
     assert "MyST comment" not in text
-    assert "**Figure 2.1.** Theory (line), ([Hu et al., 2022](" in text
+    assert "**Fig. 2.1.** Theory (line), ([Hu et al., 2022](" in text
     assert colab.leftover_markup(nb) == []
     src = nbformat.read(book / "lessons" / "02_b.ipynb", as_version=4)
     assert [c.source for c in nb.cells if c.cell_type == "code"] == [c.source for c in src.cells if c.cell_type == "code"]

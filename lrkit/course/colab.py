@@ -9,7 +9,7 @@
   book's bibliography page (names read from ``references.bib`` with pybtex, as the book does);
 * ``{prf:proposition}`` and admonition fences become bold blocks, "**Proposition 3.1 (Title).**",
   numbered per chapter in order of appearance as sphinx-proof numbers them; labelled
-  equations get ``\\tag{3.1}``; code-cell figures get a "**Figure 3.1.** caption" cell;
+  equations get ``\\tag{3.1}``; code-cell figures get a "**Fig. 3.1.** caption" cell;
 * ``{numref}``, ``{ref}``, ``{prf:ref}``, ``{eq}``, ``{doc}`` become links to the book's pages;
 * code cells are the notebook's own (outputs cleared; ids and nbgrader metadata kept).
 
@@ -207,7 +207,7 @@ class _Converter:
             figure = (cell.metadata.get("mystnb", {}) or {}).get("figure") if cell.cell_type == "code" else None
             if figure:
                 name, caption = figure.get("name", ""), self.inline(figure.get("caption", ""))
-                head = f"**Figure {self.number('figure', name, caption)}.**" if name else "**Figure.**"
+                head = f"**Fig. {self.number('figure', name, caption)}.**" if name else "**Figure.**"
                 fig_cell = nbformat.v4.new_markdown_cell(f"{head} {caption}".strip())
                 fig_cell.id = f"colab-{cell.get('id', len(out))}"[:64]
                 out.append(fig_cell)
@@ -292,7 +292,7 @@ class _Converter:
         text = f"![{options.get('alt', caption)}]({image})"
         if numbered:
             name = options.get("name", "")
-            head = f"**Figure {self.number('figure', name, caption)}.**" if name else ""
+            head = f"**Fig. {self.number('figure', name, caption)}.**" if name else ""
             text += f"\n\n{head} {caption}".rstrip()
         return text
 
@@ -311,7 +311,7 @@ class _Converter:
             text = format_plain_text(data.get("text/plain", ""), "")
         if name == "glue:figure":
             label = options.get("name", "")
-            head = f"**Figure {self.number('figure', label, caption)}.**" if label else ""
+            head = f"**Fig. {self.number('figure', label, caption)}.**" if label else ""
             text += f"\n\n{head} {caption}".rstrip()
         return text
 
