@@ -50,8 +50,8 @@ from ._validate import choice, positive_float, positive_int
 from .env import generator
 from .hermite import Activation, activation, derivative_kernel
 
-__all__ = ["MODELS", "Setting", "Task", "aligned", "glm", "faithful", "make_task", "outputs", "overlap_ode", "safe_lr",
-           "sgd_step", "steps_theory"]
+__all__ = ["MODELS", "Setting", "Task", "aligned", "drift_limit", "faithful", "glm", "make_task", "outputs",
+           "overlap_ode", "safe_lr", "sgd_step", "steps_theory"]
 
 MODELS = ("network", "linear")
 
@@ -111,14 +111,19 @@ class Setting:
     """
         return outputs(self.act, self.xi, self.lam, self.c, self.c_hat, g, a, b, model)
 
-    def noise(self, m: torch.Tensor, n: int = 20000, seed: int = 0) -> torch.Tensor:
-        """``V(m) = E[(dL/db)^2]`` at overlaps ``m`` (Monte Carlo with ``n`` samples, common random numbers)."""
-        gen = generator(seed)
-        g, a, e = self._draw(0.0, n, gen)
-        out = []
-        for mm in torch.as_tensor(m, dtype=torch.float64).reshape(-1).tolist():
-            out.append(self.outputs(g, a, mm * a + math.sqrt(max(1 - mm * mm, 0.0)) * e)[2].pow(2).mean())
-        return torch.stack(out).reshape(torch.as_tensor(m).shape)
+    def noise(self, m: torch.Tensor | float, n: int = 20000, seed: int = 0) -> torch.Tensor:
+        """``V(m) = E[(dL/db)^2]``: Monte Carlo with ``n`` samples on 101 overlaps in ``[-1, 1]`` (computed once per
+        setting and cached), interpolated linearly at ``m``."""
+        key = (n, seed)
+        cache = self.__dict__.setdefault("_noise_cache", {})
+        if key not in cache:
+            g, a, e = self._draw(0.0, n, generator(seed))
+            grid = torch.linspace(-1, 1, 101, dtype=torch.float64)[:, None]
+            b = grid * a + (1 - grid ** 2).clamp(min=0).sqrt() * e
+            cache[key] = self.outputs(g, a.expand_as(b), b)[2].pow(2).mean(-1).numpy()
+        mm = torch.as_tensor(m, dtype=torch.float64)
+        vals = np.interp(mm.reshape(-1).numpy(), np.linspace(-1, 1, 101), cache[key])
+        return torch.from_numpy(vals).reshape(mm.shape)
 
     def loss(self, m: float, model: str = "network", n: int = 200000, seed: int = 0) -> tuple[float, float]:
         """``(E[(f* - f_u)^2], E[(f* - f)^2])`` at overlap ``m``: the student's and the base model's loss."""
@@ -285,3 +290,23 @@ def overlap_ode(setting: Setting, d: int, lr: float, m0: float | np.ndarray, ste
         out.append(m.copy())
     traj = np.stack(out, -1)
     return ts, traj[0] if np.ndim(m0) == 0 else traj
+
+
+def drift_limit(setting: Setting, m0: float, points: int = 2001) -> float:
+    """Where the noiseless overlap flow ``dm/dt = h(m)(1 - m^2)`` started at ``m0`` ends (our derivation):
+    the first sign change of ``h`` in the direction of ``sign h(m0)``, or ``+-1``; ``m0`` itself when
+    ``h(m0) = 0``. A zero where ``h`` touches 0 without changing sign (the GLM's saddle at ``m = 0``) is
+    passed: noise carries ``m`` across."""
+    if not -1 <= m0 <= 1:
+        raise ValueError(f"m0 must be an overlap in [-1, 1], got {m0}")
+    h0 = float(setting.h(m0))
+    if abs(h0) < 1e-12:
+        return float(m0)
+    end = 1.0 if h0 > 0 else -1.0
+    m = torch.linspace(m0, end, points, dtype=torch.float64)
+    h = setting.h(m)
+    cross = (h[1:] * h0 <= 0).nonzero()
+    if cross.numel() == 0:
+        return end
+    i = int(cross[0])
+    return float(m[i] + (m[i + 1] - m[i]) * h[i] / (h[i] - h[i + 1]))

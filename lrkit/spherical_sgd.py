@@ -17,9 +17,9 @@ import torch
 
 from ._validate import choice, positive_float, positive_int
 from .beyond_kernels import MODELS, Setting, outputs
-from .env import generator, get_device
+from .env import generator, get_device, resolve_scale
 
-__all__ = ["Run", "simulate"]
+__all__ = ["Run", "simulate", "sizes"]
 
 
 @dataclass
@@ -116,3 +116,19 @@ def simulate(setting: Setting | list[Setting], dims: list[int], seeds: list[int]
     return Run(d=d_arr, seed=np.array([seeds[j] for _, j in conf]), m0=m0, steps_to=hit.cpu().numpy(),
                t=np.array(ts), m=torch.stack(ms, 1).numpy(), final=m.cpu().numpy(), steps=t,
                meta=dict(model=model, threshold=threshold, lr=lrs, dims=dims))
+
+
+def sizes(scale: str | None = None) -> dict[str, object]:
+    """Chapter 9's experiment sizes for ``scale`` (default :func:`lrkit.get_scale`).
+
+    ``small`` (a 2-core CPU, our calibration): ``k = 4``, ``d`` up to 256 for fine-tuning and 64 for the
+    GLM, 8 seeds; the faithful demo at ``k = 8, d = 64``. ``full`` (a GPU): ``d`` up to 2048 and 128, 16
+    seeds, and the faithful demo at the paper's ReLU size ``k = 50, d = 2000``.
+    """
+    if resolve_scale(scale) == "small":
+        return dict(k=4, ft_dims=(32, 64, 128, 256), seeds=8, glm_dims=(16, 32, 64), glm_cap=40000,
+                    xi_d=64, xis=(0.125, 0.25, 0.5, 1.0, 2.0), xi_seeds=4, faith_k=8, faith_d=64, faith_seeds=8,
+                    faith_steps=100)
+    return dict(k=4, ft_dims=(64, 128, 256, 512, 1024, 2048), seeds=16, glm_dims=(16, 32, 64, 128), glm_cap=400000,
+                xi_d=256, xis=(0.125, 0.25, 0.5, 1.0, 2.0), xi_seeds=16, faith_k=50, faith_d=2000, faith_seeds=16,
+                faith_steps=100)
