@@ -14,7 +14,7 @@ This module gathers the chapter's public names:
   gradient-descent recursion :func:`discrete_mode_trajectory` and its lag :func:`gd_lag`;
 * the simulation (:mod:`lrkit.deep_linear_sim`): :func:`mode_target`, :func:`decoupled_init`,
   :func:`decoupled_pair`, :func:`random_init`, :func:`gradient_step`, :func:`train_deep_linear`,
-  :func:`half_times`, :func:`crossing_times`, :func:`mode_pair_gd`;
+  :func:`half_times`, :func:`crossing_times`, :func:`mode_pair_gd`, :func:`truncation_loss`;
 * hierarchical data (:mod:`lrkit.hierarchy`): :func:`tree_features`, :func:`tree_modes`,
   :func:`level_strengths`;
 * :func:`sizes`, the chapter's experiment sizes.
@@ -22,11 +22,30 @@ This module gathers the chapter's public names:
 
 from __future__ import annotations
 
-from .deep_linear_sim import (DeepLinearRun, crossing_times, decoupled_init, decoupled_pair, gradient_step,
-                              half_times, mode_pair_gd, mode_target, random_init, train_deep_linear)
-from .deep_linear_theory import (deep_learning_time, deep_mode_trajectory, discrete_mode_trajectory, gd_lag,
-                                 learning_time, saxe_trajectory, unbalanced_rate, unbalanced_time,
-                                 unbalanced_trajectory)
+from .deep_linear_sim import (
+    DeepLinearRun,
+    crossing_times,
+    decoupled_init,
+    decoupled_pair,
+    gradient_step,
+    half_times,
+    mode_pair_gd,
+    mode_target,
+    random_init,
+    train_deep_linear,
+    truncation_loss,
+)
+from .deep_linear_theory import (
+    deep_learning_time,
+    deep_mode_trajectory,
+    discrete_mode_trajectory,
+    gd_lag,
+    learning_time,
+    saxe_trajectory,
+    unbalanced_rate,
+    unbalanced_time,
+    unbalanced_trajectory,
+)
 from .env import resolve_scale
 from .hierarchy import level_strengths, tree_features, tree_modes
 
@@ -34,7 +53,8 @@ __all__ = [
     "sizes", "saxe_trajectory", "learning_time", "deep_mode_trajectory", "deep_learning_time", "unbalanced_rate",
     "unbalanced_time", "unbalanced_trajectory", "discrete_mode_trajectory", "gd_lag", "DeepLinearRun",
     "mode_target", "decoupled_init", "decoupled_pair", "random_init", "train_deep_linear", "half_times",
-    "crossing_times", "mode_pair_gd", "gradient_step", "tree_features", "tree_modes", "level_strengths",
+    "crossing_times", "mode_pair_gd", "truncation_loss", "gradient_step", "tree_features", "tree_modes",
+    "level_strengths",
 ]
 
 

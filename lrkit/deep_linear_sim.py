@@ -13,8 +13,8 @@ configurations instead of crashing.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
@@ -23,7 +23,7 @@ from .deep_linear_theory import check_depth, to_float64
 from .env import generator, get_device
 
 __all__ = ["mode_target", "decoupled_init", "decoupled_pair", "random_init", "gradient_step", "DeepLinearRun",
-           "train_deep_linear", "half_times", "crossing_times", "mode_pair_gd"]
+           "train_deep_linear", "half_times", "crossing_times", "mode_pair_gd", "truncation_loss"]
 
 TensorLike = torch.Tensor | float | int | Sequence[float]
 
@@ -266,3 +266,17 @@ def mode_pair_gd(steps: int, s: TensorLike, a0: TensorLike, b0: TensorLike, lr: 
         a, b = a + lr * b * g, b + lr * a * g
         a_out.append(a), b_out.append(b)
     return torch.stack(a_out), torch.stack(b_out)
+
+
+def truncation_loss(strengths: TensorLike, rank: int) -> float:
+    """``1/2 sum_{i > r} s_i^2`` over the strengths sorted in decreasing order: the loss of the best rank-``r`` map.
+
+    Eckart-Young: the global minimum of ``1/2 ||Sigma31 - W_2 W_1||_F^2`` with hidden width ``r`` keeps the
+    ``r`` strongest modes (Saxe et al. 2014, the fixed points of a narrow network).
+    """
+    s = to_float64(strengths, "strengths").reshape(-1)
+    if bool((s < 0).any()):
+        raise ValueError(f"strengths must be >= 0 (singular values), got {strengths!r}")
+    r = positive_int(rank, "rank")
+    tail = torch.sort(s, descending=True).values[r:]
+    return float(0.5 * tail.square().sum())

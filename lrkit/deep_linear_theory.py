@@ -33,8 +33,7 @@ the logarithm's constant), not ``s lr``; at depth ``D`` it is not ``D`` times la
 
 from __future__ import annotations
 
-import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

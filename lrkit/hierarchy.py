@@ -45,7 +45,8 @@ def tree_features(levels: int) -> torch.Tensor:
     return torch.stack(rows)
 
 
-def tree_modes(levels: int, scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def tree_modes(levels: int, scale: float = 1.0
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The correlation ``Sigma31 = scale * Y / sqrt(P)`` of the tree data and its modes, grouped by level.
 
     Returns ``(Sigma31, U, V, s, level)``: ``Sigma31`` ``(F, P)``, ``U`` ``(F, P)``, ``V`` ``(P, P)``,

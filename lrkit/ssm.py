@@ -43,16 +43,16 @@ distinct poles as a diagonal network on correlated features) and :mod:`lrkit.ssm
 from __future__ import annotations
 
 import math
+
 import torch
 
-from ._validate import positive_float, positive_int
+from ._validate import positive_int
 from .env import generator, get_device, resolve_scale
 
 __all__ = [
     "sizes", "ssm_scan", "ssm_kernel", "transfer_function", "ssm_fft", "filtered_input", "frequency_statistics",
-    "time_statistics", "colored_noise", "check_ssm_params", "check_signal", "SSMRun", "train_ssm", "train_tied", "feature_statistics",
-    "pole_gradient", "pole_curvature", "train_pole", "PoleRun",
-]
+    "time_statistics", "colored_noise", "check_ssm_params", "check_signal",
+]  # plus, lazily, the learning names of lrkit.ssm_learning and lrkit.ssm_poles (see __getattr__)
 
 
 def sizes(scale: str | None = None) -> dict[str, object]:
@@ -72,7 +72,8 @@ def sizes(scale: str | None = None) -> dict[str, object]:
 
 
 # --------------------------------------------------------------------------- validation
-def check_ssm_params(A: torch.Tensor, B: torch.Tensor, C: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def check_ssm_params(A: torch.Tensor, B: torch.Tensor, C: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     ts = []
     for name, p in (("A", A), ("B", B), ("C", C)):
         p = torch.as_tensor(p).to(torch.float64)
@@ -233,7 +234,8 @@ def colored_noise(length: int, rho: float = 0.0, n_seq: int = 1, seed: int = 0) 
 
 
 
-_LEARNING = {"SSMRun", "train_ssm", "train_tied", "feature_statistics"}
+_LEARNING = {"SSMRun", "train_ssm", "train_tied", "feature_statistics", "SCHEMES", "latent_half_time",
+             "isolated_half_times"}
 _POLES = {"PoleRun", "pole_gradient", "pole_curvature", "train_pole"}
 
 

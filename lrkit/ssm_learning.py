@@ -19,15 +19,16 @@ filtered features (``w_n = C_n B_n``), and one shared pole makes it a scalar two
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
 from ._validate import positive_float, positive_int
 from .ssm import check_signal, check_ssm_params, filtered_input, transfer_function
 
-__all__ = ["SSMRun", "train_ssm", "train_tied", "feature_statistics"]
+__all__ = ["SSMRun", "train_ssm", "train_tied", "feature_statistics", "SCHEMES", "latent_half_time",
+           "isolated_half_times"]
 
 
 def _pair(u: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -143,7 +144,7 @@ def train_tied(u: torch.Tensor, y: torch.Tensor, a: float, N: Sequence[int], b0:
         raise ValueError("N, b0 and c0 must be sequences of the same length, with every N >= 1")
     z = filtered_input(float(a), u, True)  # (M, L)
     zz, zy = float(z.square().mean()), float((z * y).mean())  # the loss is quadratic in the gain
-    times, gains, losses = [0.0], [n * b * c], []
+    times, gains = [0.0], [n * b * c]
     for step in range(1, steps + 1):
         g = zz * n * b * c - zy  # mean(z r)
         b, c = b - lr * n * c * g, (c if freeze_c else c - lr * n * b * g)
@@ -155,3 +156,56 @@ def train_tied(u: torch.Tensor, y: torch.Tensor, a: float, N: Sequence[int], b0:
     bad = ~torch.isfinite(gain).all(1)
     return SSMRun(torch.tensor(times, dtype=torch.float64), gain, gain[..., None], loss, b[:, None],
                   c[:, None], bad)
+
+
+SCHEMES = ("tied balanced", "tied frozen", "untied frozen", "untied balanced")
+
+
+def latent_half_time(N: int | Sequence[int] | torch.Tensor, sigma_uy: float, sigma_uu: float, scheme: str,
+                     w0: float = 1e-3, c0: float = 0.1) -> torch.Tensor:
+    """Half-learning time of ``N`` states sharing one fixed pole, by parameterisation (our derivations).
+
+    ``s = sigma_uy / sigma_uu``. ``"tied balanced"`` (``B = b 1``, ``C = c 1``, ``b = c``, gain ``w0`` at
+    the start): ``ln((s - w0)/w0) / (2 N sigma_uy)``; ``"tied frozen"`` (``c = c0`` fixed, ``b`` from 0):
+    ``ln 2 / (N^2 c0^2 sigma_uu)``; ``"untied frozen"`` (``C_n = c0``, ``B_n`` from 0):
+    ``ln 2 / (N c0^2 sigma_uu)``; ``"untied balanced"`` (``B_n = C_n = sqrt(w0)``):
+    ``ln((s - N w0)/(N w0)) / (2 sigma_uy)``.
+    """
+    if scheme not in SCHEMES:
+        raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
+    n = torch.as_tensor(N, dtype=torch.float64)
+    if bool((n < 1).any()):
+        raise ValueError(f"N must be >= 1, got {N!r}")
+    suy, suu = float(sigma_uy), float(sigma_uu)
+    if not (suu > 0 and math.isfinite(suy) and suy / suu > 0):
+        raise ValueError("need sigma_uu > 0 and s = sigma_uy / sigma_uu > 0")
+    s = suy / suu
+    positive_float(w0, "w0"), positive_float(c0, "c0")
+    if scheme == "tied balanced":
+        return torch.log(torch.tensor((s - w0) / w0, dtype=torch.float64)) / (2 * n * suy)
+    if scheme == "tied frozen":
+        return math.log(2) / (n ** 2 * c0 ** 2 * suu)
+    if scheme == "untied frozen":
+        return math.log(2) / (n * c0 ** 2 * suu)
+    return torch.log((s - n * w0) / (n * w0)) / (2 * suy)
+
+
+def isolated_half_times(sigma: torch.Tensor, gram: torch.Tensor, B0: torch.Tensor, C0: torch.Tensor
+                        ) -> torch.Tensor:
+    """Half-learning time of each state of a distinct-pole SSM as an isolated unbalanced mode.
+
+    State ``n``: strength ``s_n = sigma_n / Gram_nn``, time constant ``1 / Gram_nn``, imbalance
+    ``B_n^2 - C_n^2``, start ``B_n C_n`` (:func:`lrkit.deep_linear.unbalanced_time` to ``s_n / 2``).
+    The first state to be learned from a small start is ``argmin`` (Chapter 3).
+    """
+    from .deep_linear_theory import unbalanced_time
+
+    sig = torch.as_tensor(sigma, dtype=torch.float64).reshape(-1)
+    g = torch.as_tensor(gram, dtype=torch.float64)
+    b, c = (torch.as_tensor(v, dtype=torch.float64).reshape(-1) for v in (B0, C0))
+    if not (g.shape == (sig.numel(), sig.numel()) and b.shape == c.shape == sig.shape):
+        raise ValueError("sigma (N,), gram (N, N), B0 (N,) and C0 (N,) must match")
+    d = torch.diagonal(g)
+    s = sig / d
+    return torch.stack([unbalanced_time(b[n] * c[n], s[n] / 2, s[n], b[n] ** 2 - c[n] ** 2, tau=float(1 / d[n]))
+                        for n in range(sig.numel())])

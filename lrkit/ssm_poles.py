@@ -24,8 +24,8 @@ runs gradient descent on ``a`` alone (gain fixed), many configurations at once.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
