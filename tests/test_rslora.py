@@ -161,3 +161,46 @@ def test_bad_inputs() -> None:
         rs.initial_factors(8, 2, [0], init="B")
     with pytest.raises(ValueError, match="s_to must be a positive finite float"):
         rs.equivalent_config(1.0, 0.0, 0.1)
+
+
+def test_grad_norm_check_fails_when_the_scale_rule_is_ignored() -> None:
+    """Plant of the lesson's prop-grad-collapse check: a sweep that applies alpha/r whatever the flag."""
+    n, draws, R = 128, 16, [1, 4, 16, 64]
+    T = rs.power_law_teacher(n, seed=0, device="cpu")
+    tol = 4 * rs.ratio_spread(T, 1, draws) / 2
+
+    def ratios(flag_used: bool) -> np.ndarray:
+        sw = rs.lora_linear_sweep(T, [r for r in R for _ in range(draws)], flag_used, steps=1,
+                                  draw=[d for _ in R for d in range(draws)])
+        g = sw.grad_norm[:, 0].view(len(R), draws).square().mean(1).sqrt()
+        return (g / rs.grad_norm_theory(T, R, [lrkit.lora_scaling(8.0, r, True) for r in R])).numpy()
+
+    lrkit.claim("test-grad", ratios(True), 1.0, statement="grad norm", kind="abs", tol=tol, quiet=True)
+    with pytest.raises(AssertionError, match="test-grad"):
+        lrkit.claim("test-grad", ratios(False), 1.0, statement="grad norm", kind="abs", tol=tol, quiet=True)
+
+
+def test_slowdown_check_tells_sqrt_r_from_r() -> None:
+    """Plant of the lesson's prop-rslora check: dynamics that really run r times slower fail it.
+
+    The lesson's statistic: the exponent of t_half(alpha/r) / t_half(alpha/sqrt(r)) against r
+    at one rate, over its prediction 1/2, must lie in [0.5, 1.5]. Running alpha/r at a rate
+    divided by a further sqrt(r) is the "r times slower" trajectory: its exponent is about 1.
+    """
+    from lrkit.fit import fit_power_law
+
+    n, R, lr = 64, [1, 2, 4, 8, 16], 0.005
+    T = rs.power_law_teacher(n, seed=0, device="cpu")
+    half = (1 + rs.eckart_young_floor(T, R)) / 2
+    t_sqrt = rs.time_to_reach(rs.lora_linear_sweep(T, R, True, lr=lr, steps=300, draw=R).loss, half)
+
+    def exponent(rates: list[float]) -> float:
+        t_r = rs.time_to_reach(rs.lora_linear_sweep(T, R, False, lr=rates, steps=1000, draw=R).loss, half)
+        return fit_power_law(R, (t_r / t_sqrt).numpy()).exponent
+
+    right, planted = exponent([lr] * len(R)), exponent([lr / math.sqrt(r) for r in R])
+    lrkit.claim("test-slowdown", right / 0.5, interval=(0.5, 1.5), kind="interval", statement="slowdown",
+                quiet=True)
+    with pytest.raises(AssertionError, match="test-slowdown"):
+        lrkit.claim("test-slowdown", planted / 0.5, interval=(0.5, 1.5), kind="interval", statement="slowdown",
+                    quiet=True)
