@@ -142,6 +142,7 @@ def test_an_edition_renders_every_construct_as_markdown(book: Path) -> None:
     assert "MyST comment" not in text
     assert "**Fig. 2.1.** Theory (line), ([Hu et al., 2022](" in text
     assert colab.leftover_markup(nb) == []
+    nbformat.validate(nb)
     src = nbformat.read(book / "lessons" / "02_b.ipynb", as_version=4)
     assert [c.source for c in nb.cells if c.cell_type == "code"] == [c.source for c in src.cells if c.cell_type == "code"]
     ex = nbformat.read(book / "_build" / "colab" / "exercises" / "02_b.ipynb", as_version=4)
