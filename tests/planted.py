@@ -63,9 +63,10 @@ PLANTED_04: Planted = [
     ("asymmetric_step_check", "asymmetric_step", "A - lr * B.T @ G", "A - lr * B.T @ G.T"),
     ("fit_rate_check", "fit_rate", "np.log(e[keep])", "np.log10(e[keep])"),
     ("fit_rate_check", "fit_rate", "keep = np.isfinite(e) & (e >= lo) & (e <= hi)", "keep = np.isfinite(e)"),
-    ("exponent_check", "prediction", "return 2", "return 1"),
-    ("exponent_check", "prediction", "np.polyfit(np.log(omegas), np.log(rates), 1)[0]",
-     "np.polyfit(omegas, rates, 1)[0]"),
+    ("rate_check", "predict_rate", "2 * lr * scale ** 2 * compressed", "2 * lr * scale * compressed"),
+    ("rate_check", "predict_rate", "Q.T @ delta0 @ Q", "delta0"),
+    ("rate_check", "predict_rate", ".abs().min()", ".abs().max()"),
+    ("rate_check", "predict_rate", "float(2 * lr * scale", "float(lr * scale"),
 ]
 
 # Chapters 5 and 6 share some texts
@@ -114,8 +115,11 @@ _PLANTED_05_06: list[tuple[str, str, str, str, str]] = [
     (CH6, "best_ratio_check", "best_ratio", "float(eta_B[j] / eta_A[i])", "float(eta_A[i] / eta_B[j])"),
     (CH6, "best_ratio_check", "best_ratio", "np.where(np.isnan(score), np.inf, np.asarray(score, dtype=float))"
      ".mean(axis=-1)", "np.nanmean(np.asarray(score, dtype=float), axis=-1)"),
-    (CH6, "predicted_ratio_exponent_check", "predicted_ratio_exponent", "return 1.0", "return -1.0"),
-    (CH6, "predicted_ratio_exponent_check", "predicted_ratio_exponent", "return 1.0", "return 0.5"),
+    (CH6, "predicted_rate_exponents_check", "predicted_rate_exponents", '"eta_B": 0.0', '"eta_B": -0.5'),
+    (CH6, "predicted_rate_exponents_check", "predicted_rate_exponents", '{"eta_A": -1.0, "eta_B": 0.0}',
+     '{"eta_A": -0.5, "eta_B": -0.5}'),                                                      # one rate
+    (CH6, "predicted_rate_exponents_check", "predicted_rate_exponents", '{"eta_A": -1.0, "eta_B": 0.0}',
+     '{"eta_A": 0.0, "eta_B": -1.0}'),                                                       # swapped
 ]
 PLANTED_05: Planted = [p[1:] for p in _PLANTED_05_06 if p[0] == CH5]
 PLANTED_06: Planted = [p[1:] for p in _PLANTED_05_06 if p[0] == CH6]
@@ -132,6 +136,23 @@ PLANTED_07: Planted = [
     ("optimal_check", "optimal_risk_vs_k", "nan=math.inf).min(-1).values", "nan=-math.inf).max(-1).values"),
 ]
 
+PLANTED_08: Planted = [
+    ("intruders_check", "intruders", "torch.linalg.svd(W.double(), full_matrices=False)[0]",
+     "torch.linalg.svd(W.double(), full_matrices=False)[2].T"),                      # right vectors
+    ("intruders_check", "intruders", "(U.T @ U0).abs().max(dim=1)", "(U.T @ U0).max(dim=1)"),  # no |cos|
+    ("intruders_check", "intruders", "(U.T @ U0)", "(U.T @ U0[:, :k])"),              # only the base's top k
+    ("intruders_check", "intruders", 'ALIGNMENT_PREDICTION = "full"', 'ALIGNMENT_PREDICTION = "lora"'),
+    ("weighted_rank_check", "weighted_rank", "evals.clamp(min=0).sqrt()", "evals.clamp(min=0)"),  # Sigma
+    ("weighted_rank_check", "weighted_rank", "evals.clamp(min=0).sqrt()", "evals.sqrt()"),   # no clamp
+    ("weighted_rank_check", "weighted_rank", "torch.cumsum(s ** 2, 0) / (s ** 2).sum()",
+     "torch.cumsum(s, 0) / s.sum()"),                                                # sigma convention
+    ("weighted_rank_check", "weighted_rank", 'RANK_PREDICTION = "smaller"', 'RANK_PREDICTION = "larger"'),
+    ("mitigation_check", "mitigation", "idx = torch.nonzero(max_cos < eps).flatten()",
+     "idx = torch.arange(len(max_cos))"),                                             # every top-k
+    ("mitigation_check", "mitigation", "(lam - 1) * (U[:, idx]", "lam * (U[:, idx]"),
+    ("mitigation_check", "mitigation", '{"source": "down", "target": "up"}', '{"source": "up", "target": "up"}'),
+]
+
 # chapter -> (its checks submodule, total points, planted mistakes)
 CHAPTERS: dict[str, tuple[str, int, Planted]] = {
     "01_lora": ("lrkit.checks.lora", 14, PLANTED_01),
@@ -141,4 +162,5 @@ CHAPTERS: dict[str, tuple[str, int, Planted]] = {
     "05_lora_init": ("lrkit.checks.lora_init", 11, PLANTED_05),
     "06_lora_plus": ("lrkit.checks.lora_plus", 9, PLANTED_06),
     "07_random_features": ("lrkit.checks.rf", 10, PLANTED_07),
+    "08_lora_forgetting": ("lrkit.checks.forgetting", 10, PLANTED_08),
 }
