@@ -58,3 +58,4 @@ def test_the_checks_pass_lrkit_itself_on_several_seeds(chapter: str) -> None:
             c.check_adam_step(adam, seed)
             c.check_best_ratio(ratio, seed)
             c.check_predicted_ratio_exponent(lambda: 1.0, seed)
+            c.check_predicted_rate_exponents(lambda: {"eta_A": -1.0, "eta_B": 0.0}, seed)

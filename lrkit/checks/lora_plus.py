@@ -8,7 +8,9 @@
 * :func:`check_best_ratio`: ``fn(eta_A, eta_B, score) -> rho*``, the best ratio on a grid of pairs
   (:func:`lrkit.sweep.best_pair`);
 * :func:`check_predicted_ratio_exponent`: ``fn() -> p``, the predicted growth ``rho* ~ n^p``
-  (Proposition ``prop-loraplus-efficient``).
+  (Proposition ``prop-loraplus-efficient``);
+* :func:`check_predicted_rate_exponents`: ``fn() -> {"eta_A": p_A, "eta_B": p_B}``, the best
+  rates' predicted width exponents.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from . import (as_number, call, check_close, check_shape, fail, known_mistake, m
                passed, private_rng, to_scalar,
                toy_transformer_block)
 
-__all__ = ["check_loraplus_groups", "check_adam_step", "check_best_ratio", "check_predicted_ratio_exponent"]
+__all__ = ["check_loraplus_groups", "check_adam_step", "check_best_ratio", "check_predicted_ratio_exponent",
+           "check_predicted_rate_exponents"]
 
 # Proposition prop-loraplus-efficient (lessons/06_lora_plus.ipynb): eta_A ~ 1/n, eta_B ~ 1, so rho* ~ n^1.
 PREDICTED_RATIO_EXPONENT = 1.0
@@ -288,3 +291,33 @@ def check_predicted_ratio_exponent(fn: Callable[..., Any], seed: int = 0) -> Non
         hint = ("efficient learning asks Delta B A_0 z ~ t eta_B and Delta B Delta A z ~ t eta_B * t eta_A n to "
                 "be of order 1: solve for eta_A and eta_B as powers of n")
     fail(f"{name}() is not what the efficiency argument predicts", actual=value, hint=hint)
+
+
+# Proposition prop-loraplus-efficient: eta_A* ~ n^-1 and eta_B* ~ n^0
+PREDICTED_RATE_EXPONENTS: dict[str, float] = {"eta_A": -1.0, "eta_B": 0.0}
+
+
+def check_predicted_rate_exponents(fn: Callable[..., Any], seed: int = 0) -> None:
+    """``fn()`` -> ``{"eta_A": p_A, "eta_B": p_B}``: the best rates' width exponents under
+    LoRA+'s efficiency conditions (Adam, Init[A]). ``seed`` is unused (every check takes one)."""
+    name = "predicted_rate_exponents"
+    out = call(fn, {}, name, "return a dict such as {'eta_A': ..., 'eta_B': ...}")
+    if not (isinstance(out, Mapping) and set(out) == set(PREDICTED_RATE_EXPONENTS)):
+        fail(f"{name}() should return a dict with the keys 'eta_A' and 'eta_B'", actual=out)
+    got = {k: as_number(to_scalar(out[k]), f"{name}()[{k!r}]") for k in PREDICTED_RATE_EXPONENTS}
+    if all(math.isclose(got[k], v, abs_tol=1e-9) for k, v in PREDICTED_RATE_EXPONENTS.items()):
+        passed(name)
+        return
+    if all(math.isclose(v, -0.5, abs_tol=1e-9) for v in got.values()):
+        hint = ("n^(-1/2) for both is Chapter 5's single stable rate, the compromise LoRA+ "
+                "removes: which rate must keep delta2 = dB (A z) of order 1?")
+    elif math.isclose(got["eta_A"], 0.0, abs_tol=1e-9) and math.isclose(got["eta_B"], -1.0,
+                                                                        abs_tol=1e-9):
+        hint = "the two are swapped: B is the fast factor, A reads the n-dimensional input"
+    elif not math.isclose(got["eta_B"], 0.0, abs_tol=1e-9):
+        hint = ("delta2 = dB (A z) with A z of order 1 is of order eta_B: for B to keep "
+                "contributing at every width, eta_B must not shrink")
+    else:
+        hint = ("A's update moves A z by about eta_A n (coherent Adam steps); Z_A and "
+                "delta1 stay of order 1 only if eta_A n does")
+    fail(f"{name}() is not what the efficiency argument predicts", actual=out, hint=hint)
