@@ -23,7 +23,7 @@ from .._validate import positive_int
 from ..env import get_device
 from .inputs import ArrayLike, Number, check_nonneg, check_sizes, check_task
 
-__all__ = ["SimResult", "ridge_path", "simulate", "measured_learnabilities"]
+__all__ = ["SimResult", "ridge_path", "simulate", "measured_learnabilities", "familywise_z"]
 
 
 @dataclass
@@ -147,3 +147,16 @@ def measured_learnabilities(eigvals: ArrayLike, n: int, ridge: float = 0.0, tria
     H = torch.stack(diags).cpu()
     sem = H.std(0) / math.sqrt(trials) if trials > 1 else torch.zeros_like(H[0])
     return H.mean(0), sem
+
+
+def familywise_z(count: int, level: float = 0.01) -> float:
+    """The number of standard errors that ``count`` independent Gaussian deviations all stay within,
+    together, with probability ``1 - level``: ``Phi^-1(1 - level / (2 count))`` (Bonferroni).
+
+    A check of ``count`` points at "3 standard errors" each fails by chance with probability about
+    ``0.0027 count``; this threshold keeps the whole family at ``level``.
+    """
+    positive_int(count, "count")
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
+    return float(torch.special.ndtri(torch.tensor(1 - level / (2 * count), dtype=torch.float64)))
