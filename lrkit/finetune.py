@@ -22,8 +22,9 @@ from __future__ import annotations
 import copy
 import math
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Literal, Sequence
+from typing import Literal
 
 import torch
 from torch import nn
@@ -31,7 +32,6 @@ from torch import nn
 from ._validate import choice, positive_float, positive_int
 from .env import generator, get_device
 from .lora import LoRALinear, add_lora, count_parameters
-
 
 Optimizer = Literal["sgd", "adam"]
 METHODS: tuple[str, ...] = ("lora", "full")
@@ -63,9 +63,10 @@ def make_mlp(d_in: int, width: int, d_out: int, depth: int = 2, activation: str 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for i in range(len(dims) - 1):
-            layers[f"fc{i + 1}"] = nn.Linear(dims[i], dims[i + 1])
+            linear = nn.Linear(dims[i], dims[i + 1])
             with torch.no_grad():
-                layers[f"fc{i + 1}"].weight.mul_(gain)
+                linear.weight.mul_(gain)
+            layers[f"fc{i + 1}"] = linear
             if i < len(dims) - 2:
                 layers[f"act{i + 1}"] = ACTIVATIONS[activation]()
     return nn.Sequential(layers).to(device if device is not None else get_device())
@@ -123,8 +124,8 @@ def power_law_matrix(out_features: int, in_features: int, decay: float = 0.5, ra
     U, _ = torch.linalg.qr(torch.randn(out_features, rank, generator=g, dtype=torch.float64))
     V, _ = torch.linalg.qr(torch.randn(in_features, rank, generator=g, dtype=torch.float64))
     s = torch.arange(1, rank + 1, dtype=torch.float64) ** -decay
-    M = (U * (s / s.norm())) @ V.T
-    return M.to(torch.float32).to(device if device is not None else get_device())
+    M: torch.Tensor = ((U * (s / s.norm())) @ V.T).to(torch.float32)
+    return M.to(device if device is not None else get_device())
 
 
 @torch.no_grad()
@@ -146,7 +147,9 @@ def perturb(model: nn.Module, layers: Sequence[str], relative_norm: float = 0.5,
     teacher = copy.deepcopy(model)
     shifts: dict[str, torch.Tensor] = {}
     for i, name in enumerate(names):
-        w = teacher.get_submodule(name).weight
+        layer = teacher.get_submodule(name)
+        assert isinstance(layer, nn.Linear)
+        w = layer.weight
         d = power_law_matrix(w.shape[0], w.shape[1], decay, rank, seed=seed + i, device=w.device)
         d = relative_norm * w.norm() * d
         w.add_(d)
@@ -320,7 +323,8 @@ def input_weighted(delta: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
     sigma = h.T @ h / h.shape[0]
     evals, evecs = torch.linalg.eigh(sigma)
     root = (evecs * evals.clamp_min(0).sqrt()) @ evecs.T
-    return delta.detach().cpu().double() @ root
+    out: torch.Tensor = delta.detach().cpu().double() @ root
+    return out
 
 
 from .finetune_sweep import finetune_best_lr, finetune_lrs  # noqa: E402  (it builds on the above)

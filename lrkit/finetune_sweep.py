@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -55,7 +55,7 @@ def _prepare(model: nn.Module, method: str, rank: int | None, alpha: float | Non
             raise ValueError("rank and targets must be None for method='full' (every weight trains)")
         for p in tuned.parameters():
             p.requires_grad_(True)
-    return tuned  # type: ignore[return-value]
+    return tuned
 
 
 def _forward(layers: list[tuple[str, nn.Module]], params: dict[str, torch.Tensor], x: torch.Tensor,
@@ -123,10 +123,11 @@ def finetune_lrs(model: nn.Module, data: RegressionData, lrs: Sequence[float], m
             break
         for p in params.values():
             p.grad = None
-        per[alive].sum().backward()
+        per[alive].sum().backward()  # type: ignore[no-untyped-call]
         with torch.no_grad():
             step_rate = rate * alive.to(rate.dtype)
             for k, p in params.items():
+                assert p.grad is not None
                 new = (batched_sgd_step(p, p.grad, step_rate) if optimizer == "sgd"
                        else batched_adam_step(p, p.grad, states[k], step_rate))
                 p.copy_(new)

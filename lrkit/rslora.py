@@ -33,8 +33,9 @@ and the gradient's size at step 0 is ``||grad_B|| ~ s sqrt(r) sigma_A ||T||_F`` 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal
 
 import torch
 
@@ -63,7 +64,7 @@ def power_law_teacher(n: int, decay: float = 0.5, seed: int = 0,
     positive_int(n, "n")
     M = power_law_matrix(n, n, decay, seed=seed, device="cpu").to(torch.float64)
     s = torch.arange(1, n + 1, dtype=torch.float64) ** -decay
-    T = (M * (math.sqrt(n) * s.norm())).to(torch.float32)
+    T: torch.Tensor = (M * (math.sqrt(n) * s.norm())).to(torch.float32)
     return T.to(device if device is not None else get_device())
 
 
@@ -164,7 +165,7 @@ def lora_linear_sweep(teacher: torch.Tensor, ranks: Sequence[int], rslora: Seque
     positive_float(alpha, "alpha")
     dtype = torch.float64 if teacher.dtype == torch.float64 else torch.float32
     T = teacher.to(dtype)
-    L0 = 0.5 * float(T.double().square().sum())
+    L0 = 0.5 * float(T.double().square().sum())  # relative loss L / L0
     s_all = torch.tensor([lora_scaling(alpha, r, f) for r, f in zip(ranks, flags)], dtype=torch.float64)
     loss = torch.full((K, steps + 1), float("nan"), dtype=torch.float64)
     gnorm = torch.full((K, steps + 1), float("nan"), dtype=torch.float64)
@@ -189,9 +190,12 @@ def _train_group(T: torch.Tensor, A: torch.Tensor, s: torch.Tensor, lrs: list[fl
     adam_a, adam_b = AdamState(A), AdamState(B)
     alive = torch.ones(k, dtype=torch.bool, device=dev)
     rows = torch.tensor(idx)
+    T2 = T.double().square().sum()
     for t in range(steps + 1):
-        G = sc * (B @ A) - T
-        Lk = 0.5 * G.square().sum((1, 2)).double() / L0
+        # no (n_out, n_in) temporaries: every product is O(n^2 r) or O(n r^2)
+        TA, AAt, BtB = T @ A.transpose(1, 2), A @ A.transpose(1, 2), B.transpose(1, 2) @ B
+        Lk = 0.5 * ((sc.flatten() ** 2 * (BtB * AAt).sum((1, 2))).double()
+                    - 2 * (sc.flatten() * (B * TA).sum((1, 2))).double() + T2) / L0
         bad = alive & (~torch.isfinite(Lk) | (Lk > blowup))
         if bad.any():
             dead_at[rows[bad.cpu()]] = t
@@ -200,13 +204,13 @@ def _train_group(T: torch.Tensor, A: torch.Tensor, s: torch.Tensor, lrs: list[fl
             A, B = torch.nan_to_num(A) * keep, torch.nan_to_num(B) * keep
             for st in (adam_a, adam_b):
                 st.m, st.v = torch.nan_to_num(st.m) * keep, torch.nan_to_num(st.v) * keep
-            G = sc * (B @ A) - T
-        gB = sc * (G @ A.transpose(1, 2))
+            TA, AAt, BtB = T @ A.transpose(1, 2), A @ A.transpose(1, 2), B.transpose(1, 2) @ B
+        gB = sc * (sc * (B @ AAt) - TA)  # s G A^T with G = s B A - T
         loss[rows, t] = torch.where(alive, Lk, torch.nan).cpu()
         gnorm[rows, t] = torch.where(alive, gB.square().sum((1, 2)).double().sqrt(), torch.nan).cpu()
         if t == steps:
             break
-        gA = sc * (B.transpose(1, 2) @ G)
+        gA = sc * (sc * (BtB @ A) - B.transpose(1, 2) @ T)  # s B^T G
         rate = eta * alive.to(dtype)  # frozen configurations take no step
         if optimizer == "sgd":
             A, B = batched_sgd_step(A, gA, rate), batched_sgd_step(B, gB, rate)
@@ -228,7 +232,8 @@ def first_step_theory(teacher: torch.Tensor, ranks: Sequence[int], scaling: Sequ
     if optimizer == "sgd":
         return 2 * lr * s**2 * r * sig**2
     L0 = 0.5 * T.square().sum()
-    return lr * s * r * sig * math.sqrt(2 / math.pi) * T.norm(dim=1).sum() / L0
+    adam: torch.Tensor = lr * s * r * sig * math.sqrt(2 / math.pi) * T.norm(dim=1).sum() / L0
+    return adam
 
 
 def grad_norm_theory(teacher: torch.Tensor, ranks: Sequence[int], scaling: Sequence[float],
@@ -238,7 +243,8 @@ def grad_norm_theory(teacher: torch.Tensor, ranks: Sequence[int], scaling: Seque
     sig = init_std(T.shape[1]) if sigma_a is None else positive_float(sigma_a, "sigma_a")
     r = torch.tensor([float(v) for v in ranks], dtype=torch.float64)
     s = torch.tensor([float(v) for v in scaling], dtype=torch.float64)
-    return s * r.sqrt() * sig * T.norm()
+    out: torch.Tensor = s * r.sqrt() * sig * T.norm()
+    return out
 
 
 def ratio_spread(teacher: torch.Tensor, rank: int = 1, draws: int = 1) -> float:

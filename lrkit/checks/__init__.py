@@ -13,14 +13,38 @@ The names below stay importable from ``lrkit.checks`` itself (earlier notebooks 
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 
-from .core import (Case, CheckFailed, as_number, call, check_close, check_equal, check_function, check_shape,
-                   describe, fail, known_mistake, passed, private_rng, to_scalar)
-from .lora import (check_data_rank, check_energy_rank, check_equivalent_config, check_lora_forward,
-                   check_lora_init, check_merge, check_param_count, check_rslora_scaling, toy_transformer_block)
+from .core import (
+    Case,
+    CheckFailed,
+    as_number,
+    call,
+    check_close,
+    check_equal,
+    check_function,
+    check_shape,
+    describe,
+    fail,
+    known_mistake,
+    passed,
+    private_rng,
+    to_scalar,
+)
+from .lora import (
+    check_data_rank,
+    check_energy_rank,
+    check_equivalent_config,
+    check_lora_forward,
+    check_lora_init,
+    check_merge,
+    check_param_count,
+    check_rslora_scaling,
+    toy_transformer_block,
+)
 
 __all__ = [
     "Case", "CheckFailed", "as_number", "call", "check_close", "check_equal", "check_function", "check_shape",

@@ -15,7 +15,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-from typing import Any, Callable, Iterator, Mapping, NoReturn, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -172,7 +173,7 @@ def _same(a: Any, b: Any, rtol: float, atol: float) -> bool:
     if isinstance(a, tuple) and isinstance(b, tuple):
         return len(a) == len(b) and all(_same(x, y, rtol, atol) for x, y in zip(a, b))
     if isinstance(a, bool) or isinstance(b, bool) or not isinstance(a, (int, float)) or not isinstance(b, (int, float)):
-        return a == b
+        return bool(a == b)
     if math.isnan(a) or math.isnan(b):
         return math.isnan(a) and math.isnan(b)
     return math.isclose(a, b, rel_tol=rtol, abs_tol=atol)
@@ -216,7 +217,7 @@ def check_function(student_fn: Callable[..., Any], reference_fn: Callable[..., A
     answer that reproduces one gets that hint. With ``seed``, learner and reference draw from the
     same seeded private stream (dropout masks, random inits).
     """
-    name = name or getattr(student_fn, "__name__", "your function")
+    name = name or str(getattr(student_fn, "__name__", "your function"))
     for case in cases:
         with private_rng(seed):
             expected = reference_fn(**copy.deepcopy(dict(case)))

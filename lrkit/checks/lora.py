@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -19,8 +20,7 @@ from ..finetune import input_weighted
 from ..lora import LoRALinear, add_lora, count_parameters, lora_scaling
 from ..rslora import equivalent_config
 from ..spectra import rank_for_energy
-from .core import (call, check_close, check_equal, check_function, check_shape, fail, known_mistake, passed,
-                   private_rng)
+from .core import call, check_close, check_equal, check_function, check_shape, fail, known_mistake, passed, private_rng
 
 __all__ = ["check_lora_init", "check_lora_forward", "check_merge", "check_param_count", "check_rslora_scaling",
            "check_energy_rank", "check_equivalent_config", "check_data_rank", "toy_transformer_block"]
@@ -100,8 +100,10 @@ def check_lora_forward(forward_fn: Callable[..., Any], seed: int = 0) -> None:
         case["dropout"] = nn.Dropout(p).train(train)
         cases.append(case)
 
-    def reference(x, base, A, B, alpha, dropout=None):  # type: ignore[no-untyped-def]
-        return _reference(base, A, B, alpha, dropout=dropout)(x).detach()
+    def reference(x: torch.Tensor, base: nn.Linear, A: torch.Tensor, B: torch.Tensor, alpha: float,
+                  dropout: nn.Module | None = None) -> torch.Tensor:
+        out: torch.Tensor = _reference(base, A, B, alpha, dropout=dropout)(x).detach()
+        return out
 
     def scaled_by_alpha(x, base, A, B, alpha, dropout=None):  # type: ignore[no-untyped-def]
         return reference(x, base, A, B, alpha * A.shape[0], dropout)
@@ -252,7 +254,10 @@ def check_equivalent_config(fn: Callable[..., Any], seed: int = 0) -> None:
 
 
 def check_data_rank(fn: Callable[..., Any], seed: int = 0) -> None:
-    """``fn(delta, inputs, frac) -> int``: ``rank_for_energy(delta Sigma^(1/2), frac)``, ``Sigma = inputs^T inputs / N``."""
+    """``fn(delta, inputs, frac) -> int``: ``rank_for_energy(delta Sigma^(1/2), frac)``.
+
+    ``Sigma = inputs^T inputs / N``, the second moment of the layer's inputs (N, in).
+    """
     gen = torch.Generator().manual_seed(seed)
     cases = []
     for out_f, in_f, span, frac in ((6, 8, 3, 0.9), (10, 12, 5, 0.99), (7, 7, 7, 0.9)):
