@@ -255,3 +255,22 @@ def test_check_me_reports_each_graded_check(tmp_path: Path, capsys: pytest.Captu
     assert colab.check_me(path) is False
     out = capsys.readouterr().out
     assert "PASS [1 pt] good" in out and "FAIL [2 pt] bad" in out and "not two" in out
+
+
+def test_glued_and_file_figures_become_attachments(book: Path) -> None:
+    png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
+    glue_file = book / "_build" / "jupyter_execute" / "lessons" / "02_b.glue.json"
+    glue = json.loads(glue_file.read_text())
+    glue["curve"] = {"data": {"image/png": png, "text/plain": "<Figure>"}, "output_type": "display_data"}
+    glue_file.write_text(json.dumps(glue))
+    (book / "lessons" / "dot.png").write_bytes(__import__("base64").b64decode(png))
+    nb = nbformat.read(book / "lessons" / "02_b.ipynb", as_version=4)
+    nb.cells.append(nbformat.v4.new_markdown_cell(
+        "```{glue:figure} curve\n:name: fig-b-glued\n\nA glued curve.\n```\n\n"
+        "```{figure} dot.png\n:name: fig-b-file\n:alt: a dot\n\nA file figure, see {numref}`fig-b-glued`.\n```"))
+    nbformat.write(nb, book / "lessons" / "02_b.ipynb")
+    assert colab.write_editions(book, book / "_build") == []
+    cell = nbformat.read(book / "_build" / "colab" / "lessons" / "02_b.ipynb", as_version=4).cells[-1]
+    assert "![A glued curve.](attachment:curve.png)" in cell.source and "**Fig. 2.2.** A glued curve." in cell.source
+    assert "![a dot](attachment:dot.png)" in cell.source and "**Fig. 2.3.** A file figure, see [Fig. 2.2](" in cell.source
+    assert set(cell.attachments) == {"curve.png", "dot.png"}
