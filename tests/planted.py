@@ -32,14 +32,17 @@ PLANTED_01: Planted = [
 ]
 
 PLANTED_02: Planted = [
-    ("saxe_u_check", "saxe_u", "torch.exp(2 * s * t / tau)", "torch.exp(s * t / tau)"),
-    ("saxe_u_check", "saxe_u", "e - 1 + s / u0", "e - 1 + u0 / s"),
     ("learning_time_check", "learning_time", "tau / (2 * s)", "tau / s"),
     ("learning_time_check", "learning_time", "uf * (s - u0) / (u0 * (s - uf))",
      "u0 * (s - uf) / (uf * (s - u0))"),
-    ("gd_step_check", "gd_step", "W1 + lr * W2.T @ E", "W1 - lr * W2.T @ E"),
-    ("gd_step_check", "gd_step", "W2 + lr * E @ W1.T",
-     "W2 + lr * (target - W2 @ W1_new) @ W1_new.T"),
+    ("unbalanced_rate_check", "unbalanced_rate", "torch.sqrt(c ** 2 + 4 * u ** 2)", "torch.sqrt(c ** 2 + u ** 2)"),
+    ("unbalanced_rate_check", "unbalanced_rate", "torch.sqrt(c ** 2 + 4 * u ** 2) * (s - u)", "2 * u * (s - u)"),
+    ("gd_lag_check", "gd_lag", "lr / 2 * (grow + slow)", "lr / 2 * grow"),
+    ("gd_lag_check", "gd_lag", "grow = 0.5 * torch.log", "grow = torch.log"),
+    ("truncation_loss_check", "truncation_loss", "sorted((float(v) for v in strengths), reverse=True)[width:]",
+     "[float(v) for v in strengths][width:]"),
+    ("truncation_loss_check", "truncation_loss", "return 0.5 * sum(v * v for v in tail)",
+     "return sum(v * v for v in tail)"),
 ]
 
 PLANTED_03: Planted = [
@@ -128,12 +131,13 @@ PLANTED_07: Planted = [
     ("kappa_check", "solve_kappa_bisect", "if lhs(mid) > n:", "if lhs(mid) < n:"),
     ("kappa_check", "solve_kappa_bisect", "+ ridge / kappa", "+ ridge * kappa"),
     ("kappa_check", "solve_kappa_bisect", "return math.sqrt(lo * hi)", "return (lo + hi) / 2 * 1.01"),
-    ("krr_check", "krr_theory", "return eigvals / (eigvals + kappa)", "return kappa / (eigvals + kappa)"),
-    ("krr_check", "krr_theory", "return e0 * (float(", "return (float("),
-    ("krr_check", "krr_theory", "(1 - L) ** 2 * coeffs", "(1 - L) * coeffs"),
-    ("krr_check", "krr_theory", "n / (n - float((L ** 2).sum()))", "n / (n + float((L ** 2).sum()))"),
-    ("optimal_check", "optimal_risk_vs_k", "nan=math.inf).min(-1).values", "nan=math.inf)[:, 0]"),
-    ("optimal_check", "optimal_risk_vs_k", "nan=math.inf).min(-1).values", "nan=-math.inf).max(-1).values"),
+    ("rf_pair_check", "solve_rf_pair", "return kappa_of(gamma), gamma", "return gamma, kappa_of(gamma)"),
+    ("rf_pair_check", "solve_rf_pair", "(lam / (lam + gamma)).sum()) / k)", "(lam / (lam + gamma)).sum()) / n)"),
+    ("rf_pair_check", "solve_rf_pair", "+ ridge / kap - n", "+ ridge * kap - n"),
+    ("double_descent_check", "rf_simulation", "Phi = (X * eigvals.sqrt()) @ W.T", "Phi = X @ W.T"),
+    ("double_descent_check", "rf_simulation", "return float(((beta - coeffs) ** 2).sum())",
+     "return float(((Phi @ theta - y) ** 2).mean())"),
+    ("double_descent_check", "rf_simulation", "    return n", "    return 2 * n"),
 ]
 
 PLANTED_08: Planted = [
@@ -141,12 +145,12 @@ PLANTED_08: Planted = [
      "torch.linalg.svd(W.double(), full_matrices=False)[2].T"),                      # right vectors
     ("intruders_check", "intruders", "(U.T @ U0).abs().max(dim=1)", "(U.T @ U0).max(dim=1)"),  # no |cos|
     ("intruders_check", "intruders", "(U.T @ U0)", "(U.T @ U0[:, :k])"),              # only the base's top k
-    ("intruders_check", "intruders", 'ALIGNMENT_PREDICTION = "full"', 'ALIGNMENT_PREDICTION = "lora"'),
+    ("intruders_check", "intruders", 'return "full"', 'return "lora"'),
     ("weighted_rank_check", "weighted_rank", "evals.clamp(min=0).sqrt()", "evals.clamp(min=0)"),  # Sigma
     ("weighted_rank_check", "weighted_rank", "evals.clamp(min=0).sqrt()", "evals.sqrt()"),   # no clamp
     ("weighted_rank_check", "weighted_rank", "torch.cumsum(s ** 2, 0) / (s ** 2).sum()",
      "torch.cumsum(s, 0) / s.sum()"),                                                # sigma convention
-    ("weighted_rank_check", "weighted_rank", 'RANK_PREDICTION = "smaller"', 'RANK_PREDICTION = "larger"'),
+    ("weighted_rank_check", "weighted_rank", 'return "smaller"', 'return "larger"'),
     ("mitigation_check", "mitigation", "idx = torch.nonzero(max_cos < eps).flatten()",
      "idx = torch.arange(len(max_cos))"),                                             # every top-k
     ("mitigation_check", "mitigation", "(lam - 1) * (U[:, idx]", "lam * (U[:, idx]"),
@@ -156,7 +160,7 @@ PLANTED_08: Planted = [
 # chapter -> (its checks submodule, total points, planted mistakes)
 CHAPTERS: dict[str, tuple[str, int, Planted]] = {
     "01_lora": ("lrkit.checks.lora", 14, PLANTED_01),
-    "02_deep_linear": ("lrkit.checks.deep_linear", 7, PLANTED_02),
+    "02_deep_linear": ("lrkit.checks.deep_linear", 9, PLANTED_02),
     "03_ssm": ("lrkit.checks.ssm", 8, PLANTED_03),
     "04_matrix_sensing": ("lrkit.checks.sensing", 12, PLANTED_04),
     "05_lora_init": ("lrkit.checks.lora_init", 11, PLANTED_05),

@@ -1,9 +1,13 @@
 """Checks for Chapter 7's exercises (random-feature regression): they teach what is wrong.
 
-Expected values come from :mod:`lrkit.rf` (``solve_kappa``, ``learnabilities``,
-``krr_theory``, ``rf_theory``, ``simulate``); a check never carries its own copy of the
-formula it checks. Every check takes a ``seed`` so that hidden tests can rerun it on other
-inputs.
+Expected values come from :mod:`lrkit.rf` (``solve_kappa``, ``rf_theory``,
+``fit_random_features``); a check never carries its own copy of the formula it checks. Every
+check takes a ``seed`` so that hidden tests can rerun it on other inputs.
+
+* :func:`check_kappa`: ``fn(eigvals, n, ridge) -> kappa`` of kernel ridge regression;
+* :func:`check_rf_pair`: ``fn(eigvals, n, k, ridge) -> (kappa, gamma)`` of random-feature regression;
+* :func:`check_rf_test_mse`: ``fn(eigvals, coeffs, X, W, ridge) -> test MSE`` of one random-feature fit;
+* :func:`check_peak`: a predicted and a measured location of the double-descent peak.
 """
 
 from __future__ import annotations
@@ -14,9 +18,9 @@ from typing import Any, Callable
 import torch
 
 from .. import rf
-from . import as_number, call, check_close, check_shape, fail, passed
+from . import as_number, call, check_close, fail, known_mistake, passed
 
-__all__ = ["check_kappa", "check_learnabilities", "check_krr_test_mse", "check_optimal_risk_vs_k"]
+__all__ = ["check_kappa", "check_rf_pair", "check_rf_test_mse", "check_peak"]
 
 
 def _task(gen: torch.Generator, modes: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,92 +58,86 @@ def check_kappa(kappa_fn: Callable[..., Any], seed: int = 0) -> None:
     passed("solve_kappa_bisect")
 
 
-def check_learnabilities(learn_fn: Callable[..., Any], seed: int = 0) -> None:
-    """``learn_fn(eigvals, kappa)``: ``L_i = lambda_i / (lambda_i + kappa)``, shape ``(M,)``."""
-    gen = torch.Generator().manual_seed(seed)
-    lam, _ = _task(gen, 50)
-    for kappa in (1.0, float(torch.rand(1, generator=gen).item() * 0.1), 0.0):
-        case = {"eigvals": lam, "kappa": kappa}
-        actual = call(learn_fn, case, "learnabilities")
-        expected = rf.learnabilities(lam, kappa)
-        check_shape(actual, expected.shape, "learnabilities(...)", "one learnability per mode", case)
-        hint = "L_i = lambda_i / (lambda_i + kappa): close to 1 for lambda_i >> kappa, to 0 for lambda_i << kappa"
-        if torch.allclose(actual.detach().double(), 1 - expected, atol=1e-9):
-            hint = "you returned 1 - L_i, the unlearned fraction; " + hint
-        check_close(actual, expected, "learnabilities(...)", hint, case=case, rtol=1e-9, atol=1e-12)
-    passed("learnabilities")
+def check_rf_pair(pair_fn: Callable[..., Any], seed: int = 0) -> None:
+    """``pair_fn(eigvals, n, k, ridge) -> (kappa, gamma)``: the random-feature pair for ``ridge > 0``.
 
-
-def check_krr_test_mse(mse_fn: Callable[..., Any], seed: int = 0, simulate: bool = True) -> None:
-    """``mse_fn(eigvals, coeffs, n, ridge, noise)``: the predicted test MSE of kernel ridge regression.
-
-    Expected: :func:`lrkit.rf.krr_theory` (relative tolerance 1e-6); then, with ``simulate``, the
-    prediction must match a small simulation (:func:`lrkit.rf.simulate`, 20 trials) within 5%
-    plus three standard errors.
+    Expected: ``lrkit.rf.rf_theory(...).kappa`` and ``.gamma`` (relative tolerance 1e-5), with fewer
+    and more features than samples.
     """
     gen = torch.Generator().manual_seed(seed)
-    lam, v = _task(gen, 400)
-    hand_l, hand_v = torch.ones(2, dtype=torch.float64), torch.tensor([1.0, 0.0], dtype=torch.float64)
-    cases = [
-        {"eigvals": hand_l, "coeffs": hand_v, "n": 1, "ridge": 0.0, "noise": 0.0},
-        {"eigvals": hand_l, "coeffs": hand_v, "n": 1, "ridge": 0.0, "noise": 0.1},
-        {"eigvals": lam, "coeffs": v, "n": 40, "ridge": 0.0, "noise": 0.0},
-        {"eigvals": lam, "coeffs": v, "n": 80, "ridge": 0.05, "noise": 0.2},
-    ]
-    for case in cases:
-        expected = rf.krr_theory(**case).test_mse.item()
-        actual = as_number(call(mse_fn, case, "krr_test_mse"), "krr_test_mse", case=case, finite=True)
-        kap = rf.solve_kappa(case["eigvals"], case["n"], case["ridge"]).item()
-        L = rf.learnabilities(case["eigvals"], kap)
-        e0 = case["n"] / (case["n"] - (L ** 2).sum().item())
-        bias = (((1 - L) ** 2) * case["coeffs"] ** 2).sum().item()
-        variants = {
-            "the overfitting coefficient E0 = n / (n - sum_i L_i^2) multiplies the bias and the noise": bias + case["noise"],
-            "the unlearned fraction enters squared: (1 - L_i)^2 v_i^2": e0 * ((1 - L) * case["coeffs"] ** 2).sum().item()
-            + e0 * case["noise"],
-            "E0 multiplies the noise too: E0 (bias + sigma^2)": e0 * bias + case["noise"],
-            "E0 = n / (n - sum_i L_i^2) uses the squared learnabilities":
-                case["n"] / (case["n"] - L.sum().item()) * (bias + case["noise"]) if case["n"] > L.sum().item() else -1.0,
+    lam, v = _task(gen, 300)
+    name = "solve_rf_pair"
+    n = int(torch.randint(20, 60, (1,), generator=gen))
+    for k, ridge in ((n // 2, 0.01), (3 * n, 0.1), (n + 1, float(10 ** (-3 + 2 * torch.rand(1, generator=gen).item()))),
+                     (10 * n, 1.0)):
+        case = {"eigvals": lam, "n": n, "k": k, "ridge": ridge}
+        th = rf.rf_theory(lam, v, n, k, ridge)
+        expected = (th.kappa.item(), th.gamma.item())
+        out = call(pair_fn, case, name, "return a pair (kappa, gamma)")
+        if not isinstance(out, (tuple, list)) or len(out) != 2:
+            fail(f"{name} must return two numbers (kappa, gamma)", case=case, actual=out)
+        kap = as_number(out[0], "kappa", case=case, finite=True)
+        gam = as_number(out[1], "gamma", case=case, finite=True)
+        hint = known_mistake((kap, gam), {"you returned (gamma, kappa): the order is (kappa, gamma)": expected[::-1]},
+                             rtol=1e-5, atol=1e-12)
+        if hint is None and not (kap > 0 and gam > 0):
+            hint = "kappa and gamma are both positive: the feature equation gives kappa = gamma (1 - z / k) > 0"
+        elif hint is None:
+            z = float((lam / (lam + gam)).sum())
+            if abs(z + k * kap / gam - k) > 1e-3 * k:
+                hint = (f"with your (kappa, gamma) the feature equation sum_i lambda_i/(lambda_i + gamma) + k kappa/gamma "
+                        f"gives {z + k * kap / gam:.5g}, not k = {k}: given gamma, that equation fixes kappa")
+            elif abs(z + ridge / kap - n) > 1e-3 * n:
+                hint = (f"your pair solves the feature equation but sum_i lambda_i/(lambda_i + gamma) + ridge/kappa = "
+                        f"{z + ridge / kap:.5g}, not n = {n}: search gamma until the sample equation holds too")
+        for got, want, what in ((kap, expected[0], "kappa"), (gam, expected[1], "gamma")):
+            check_close(got, want, f"{name}(...) -> {what}", hint or "eliminate kappa with the feature equation, then "
+                        "solve the sample equation for gamma by bisection on log(gamma)", case=case, rtol=1e-5,
+                        atol=1e-12)
+    passed(name)
+
+
+def check_rf_test_mse(mse_fn: Callable[..., Any], seed: int = 0) -> None:
+    """``mse_fn(eigvals, coeffs, X, W, ridge)``: the exact test MSE ``||beta - v||^2`` of one noiseless fit.
+
+    Expected: :func:`lrkit.rf.fit_random_features` (relative tolerance 1e-6), for ``k`` below, at and
+    above ``n``, with and without ridge.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    lam, v = _task(gen, 120)
+    name = "rf_test_mse"
+    n = 24
+    for k, ridge in ((8, 0.0), (48, 1e-2), (24, 0.1), (96, 0.0)):
+        X = torch.randn(n, lam.numel(), generator=gen, dtype=torch.float64)
+        W = torch.randn(k, lam.numel(), generator=gen, dtype=torch.float64)
+        case = {"eigvals": lam, "coeffs": v, "X": X, "W": W, "ridge": ridge}
+        expected = rf.fit_random_features(lam, v, X, W, ridge)[0]
+        actual = as_number(call(mse_fn, case, name), name, case=case, finite=True)
+        mistakes = {
+            "the features carry diag(lambda)^(1/2): phi(x) = W diag(lambda)^(1/2) x / sqrt(k)":
+                rf.fit_random_features(torch.ones_like(lam), v, X, W, ridge)[0],
+            "you returned the train MSE; the test MSE of a linear predictor beta . x is ||beta - v||^2":
+                rf.fit_random_features(lam, v, X, W, ridge)[1],
         }
-        hint = next((h for h, val in variants.items() if math.isclose(actual, val, rel_tol=1e-6) and
-                     not math.isclose(val, expected, rel_tol=1e-6)),
-                    "test MSE = E0 [sum_i (1 - L_i)^2 v_i^2 + noise], E0 = n / (n - sum_i L_i^2)")
-        check_close(actual, expected, "krr_test_mse(...)", hint, case=case, rtol=1e-6, atol=1e-12)
-    if simulate:
-        case = {"eigvals": lam, "coeffs": v, "n": 64, "ridge": 0.01, "noise": 0.1}
-        sim = rf.simulate(lam, v, [64], [math.inf], [0.01], trials=20, noise=0.1, seed=seed, device="cpu")
-        measured, sem = sim.mean()[0].item(), sim.sem().item()
-        predicted = as_number(call(mse_fn, case, "krr_test_mse"), "krr_test_mse", case=case, finite=True)
-        if abs(predicted - measured) > 0.05 * measured + 3 * sem:
-            fail("krr_test_mse disagrees with a simulation of kernel ridge regression", case=case,
-                 expected=measured, actual=predicted, detail=f"simulated test MSE {measured:.4f} +- {sem:.4f} (20 trials)",
-                 hint="the theory should match the simulation within 5% plus three standard errors")
-    passed("krr_test_mse")
+        hint = known_mistake(actual, mistakes, rtol=1e-6, atol=1e-12)
+        check_close(actual, expected, f"{name}(...)", hint or "features Phi = X diag(lambda)^(1/2) W^T / sqrt(k); "
+                    "ridge regression on (Phi, y = X v); the predictor in x-space is beta = diag(lambda)^(1/2) W^T theta "
+                    "/ sqrt(k); at ridge 0 take the minimum-norm solution (a pseudo-inverse)", case=case, rtol=1e-6,
+                    atol=1e-10)
+    passed(name)
 
 
-def check_optimal_risk_vs_k(opt_fn: Callable[..., Any], seed: int = 0) -> None:
-    """``opt_fn(eigvals, coeffs, n, ks, ridges) -> tensor (len(ks),)``: the smallest predicted test MSE over
-    ``ridges`` for each number of features ``k`` (``math.inf`` = the kernel).
-
-    Expected: ``lrkit.rf.rf_theory(...).test_mse.min(-1)`` over the given ridge grid.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    lam, v = _task(gen, 400)
-    n = int(torch.randint(30, 60, (1,), generator=gen))
-    ks = [8, n // 2, n, 2 * n, 8 * n, math.inf]
-    ridges = torch.cat([torch.zeros(1, dtype=torch.float64), torch.logspace(-4, 1, 11, dtype=torch.float64)])
-    case = {"eigvals": lam, "coeffs": v, "n": n, "ks": ks, "ridges": ridges}
-    actual = call(opt_fn, case, "optimal_risk_vs_k")
-    grid = rf.rf_theory(lam, v, n, torch.tensor(ks, dtype=torch.float64)[:, None], ridges).test_mse
-    expected = torch.nan_to_num(grid, nan=math.inf).min(-1).values
-    check_shape(actual, expected.shape, "optimal_risk_vs_k(...)", "one optimal risk per k", case)
-    hint = "for each k, evaluate rf.rf_theory on every ridge and keep the smallest test MSE (min over the ridge axis)"
-    a = actual.detach().double()
-    if torch.allclose(a, grid[:, 0], rtol=1e-6):
-        hint = "you kept the first ridge only; the claim is about the *optimal* ridge: " + hint
-    elif torch.allclose(a, torch.nan_to_num(grid, nan=-math.inf).max(-1).values, rtol=1e-6):
-        hint = "you took the worst ridge (max); the optimum is the min: " + hint
-    check_close(actual, expected, "optimal_risk_vs_k(...)", hint, case=case, rtol=1e-6, atol=1e-9)
-    if not bool((torch.diff(a) < 0).all()):
-        fail("the optimal-ridge risk should decrease with k", case=case, actual=actual)
-    passed("optimal_risk_vs_k")
+def check_peak(predicted: Any, measured: Any, ks: list[int]) -> None:
+    """The predicted location of the double-descent peak must be a number on the grid ``ks``, and the
+    measured one (the ``k`` of the largest simulated test MSE) must equal it."""
+    predicted = as_number(predicted, "predicted peak", finite=True)
+    measured = as_number(measured, "measured peak", finite=True)
+    if predicted not in ks:
+        fail("the predicted peak is not one of the feature counts you simulated", actual=float(predicted),
+             hint="at ridge 0 the overfitting coefficient diverges where the two budgets, n samples and k "
+                  "features, are equal", expected=ks)
+    if measured != predicted:
+        fail("the simulated peak is not where you predicted it", expected=float(predicted), actual=float(measured),
+             hint="check the prediction (where does E0 diverge at ridge 0?) and that the measured peak is the "
+                  "k of the largest mean test MSE")
+    passed("double-descent peak")

@@ -17,13 +17,13 @@ lesson reads ``rf.rf_theory``, ``rf.simulate``:
 
 from .inputs import ArrayLike, Number, power_law_task, sizes
 from .relu import eigenstructure, pool_task, relu_features, relu_kernel, simulate_pool
-from .simulate import SimResult, familywise_z, measured_learnabilities, ridge_path, simulate
+from .simulate import SimResult, familywise_z, fit_random_features, measured_learnabilities, ridge_path, simulate
 from .solvers import learnabilities, solve_kappa
 from .theory import KRRTheory, OptimalRidge, RFTheory, default_ridges, krr_theory, optimal_ridge, rf_theory
 
 __all__ = [
     "ArrayLike", "Number", "sizes", "power_law_task", "solve_kappa", "learnabilities", "KRRTheory", "krr_theory",
     "RFTheory", "rf_theory", "OptimalRidge", "optimal_ridge", "default_ridges", "SimResult", "ridge_path",
-    "simulate", "measured_learnabilities", "familywise_z", "relu_features", "relu_kernel", "eigenstructure", "pool_task",
+    "simulate", "measured_learnabilities", "familywise_z", "fit_random_features", "relu_features", "relu_kernel", "eigenstructure", "pool_task",
     "simulate_pool",
 ]

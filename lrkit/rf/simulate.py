@@ -23,7 +23,7 @@ from .._validate import positive_int
 from ..env import get_device
 from .inputs import ArrayLike, Number, check_nonneg, check_sizes, check_task
 
-__all__ = ["SimResult", "ridge_path", "simulate", "measured_learnabilities", "familywise_z"]
+__all__ = ["SimResult", "ridge_path", "simulate", "measured_learnabilities", "familywise_z", "fit_random_features"]
 
 
 @dataclass
@@ -160,3 +160,27 @@ def familywise_z(count: int, level: float = 0.01) -> float:
     if not 0 < level < 1:
         raise ValueError(f"level must lie in (0, 1), got {level}")
     return float(torch.special.ndtri(torch.tensor(1 - level / (2 * count), dtype=torch.float64)))
+
+
+def fit_random_features(eigvals: ArrayLike, coeffs: ArrayLike, X: torch.Tensor, W: torch.Tensor,
+                        ridge: float) -> tuple[float, float]:
+    """One random-feature ridge regression, noiseless: ``(test MSE, train MSE)`` for given draws.
+
+    ``X (n, M)`` Gaussian inputs, ``W (k, M)`` Gaussian weights, labels ``y = X v``; features
+    ``Phi = X diag(lambda)^(1/2) W^T / sqrt(k)``; ``theta = Phi^T (Phi Phi^T + ridge I)^+ y`` (the
+    minimum-norm interpolant at ridge 0); the predictor is ``beta . x`` with
+    ``beta = diag(lambda)^(1/2) W^T theta / sqrt(k)``, so the test MSE is ``||beta - v||^2``.
+    The single-draw reference of :func:`simulate` (which batches trials and nested sizes).
+    """
+    lam, v = check_task(eigvals, coeffs)
+    if not (isinstance(X, torch.Tensor) and isinstance(W, torch.Tensor)) or X.ndim != 2 or W.ndim != 2 \
+            or X.shape[1] != lam.numel() or W.shape[1] != lam.numel():
+        raise ValueError(f"X must be (n, M) and W (k, M) tensors with M = {lam.numel()} modes")
+    delta = float(check_nonneg(ridge, "ridge"))
+    X, W = X.double().cpu(), W.double().cpu()
+    k = W.shape[0]
+    F = (X * lam.sqrt()) @ W.T / math.sqrt(k)
+    y = X @ v
+    a, train = ridge_path((F @ F.T)[None], y[None], torch.tensor([delta], dtype=torch.float64))
+    beta = (W.T @ (F.T @ a[0, :, 0])) * lam.sqrt() / math.sqrt(k)
+    return float(((beta - v) ** 2).sum()), float(train[0, 0])
