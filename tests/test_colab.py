@@ -274,3 +274,11 @@ def test_glued_and_file_figures_become_attachments(book: Path) -> None:
     assert "![A glued curve.](attachment:curve.png)" in cell.source and "**Fig. 2.2.** A glued curve." in cell.source
     assert "![a dot](attachment:dot.png)" in cell.source and "**Fig. 2.3.** A file figure, see [Fig. 2.2](" in cell.source
     assert set(cell.attachments) == {"curve.png", "dot.png"}
+
+
+def test_the_readme_install_lines_name_the_pinned_release() -> None:
+    from lrkit.course.install import default_source
+
+    readme = (ROOT / "README.md").read_text()
+    assert readme.count(f"lrkit @ {default_source(ROOT)}") == 1
+    assert readme.count(f"lrkit[instructor] @ {default_source(ROOT)}") == 1
