@@ -110,18 +110,24 @@ def inverse_sqrt_slope_theory(r: int, r_star: int, lr: float) -> float:
 
 @dataclass
 class InverseSqrtFit:
-    """``error^(-1/2) ~ intercept + slope t`` over a window; ``t0 = intercept / slope`` and the
-    log-log slope of ``error`` against ``t + t0`` (``-2`` for a shifted ``1/t^2`` law)."""
+    """``error^(-1/2) ~ intercept + slope t`` over a window; ``t0 = intercept / slope``; the log-log
+    slope of ``error`` against ``t + t0`` (``-2`` for a shifted ``1/t^2`` law); and ``slope_ratio``,
+    the slope of ``error^(-1/2)`` over the window's second half (in ``log t``) over that of its first
+    half: ``1`` for a straight line, ``10^((p - 2)/4)`` for ``error ~ t^-p`` over a decade."""
 
     slope: float
     intercept: float
     t0: float
     shifted_exponent: float
+    slope_ratio: float
 
 
 def inverse_sqrt_fit(steps: object, error: object, t_min: float, t_max: float = math.inf) -> InverseSqrtFit:
     """Fit ``error^(-1/2)`` linearly in ``t`` for ``t_min <= t <= t_max``, then the exponent of
-    ``error`` against ``t + t0``: a ``1/(t + t0)^2`` law gives exactly ``-2``, whatever ``t0``."""
+    ``error`` against ``t + t0`` (``-2`` for a ``1/(t + t0)^2`` law, whatever ``t0``) and the
+    straightness of ``error^(-1/2)`` (``slope_ratio``, 1 for that law). The free ``t0`` can absorb
+    much of a wrong power (a ``t^-1.5`` law fits with exponent near ``-2.1``); the slope ratio
+    cannot, so it is the statistic to assert."""
     t, e = _np1(steps), _np1(error)
     keep = (t >= t_min) & (t <= t_max) & np.isfinite(e) & (e > 0)
     if keep.sum() < 3:
@@ -131,7 +137,12 @@ def inverse_sqrt_fit(steps: object, error: object, t_min: float, t_max: float = 
     t0 = float(intercept / slope)
     if not np.all(t + t0 > 0):
         raise ValueError(f"the fitted offset t0 = {t0:.3g} puts t + t0 <= 0 inside the window")
-    return InverseSqrtFit(float(slope), float(intercept), t0, fit_power_law(t + t0, e).exponent)
+    mid = math.sqrt(t[0] * t[-1])
+    first, second = t <= mid, t >= mid
+    if first.sum() < 2 or second.sum() < 2:
+        raise ValueError("the window needs at least two recorded steps in each half (in log t)")
+    ratio = np.polyfit(t[second], e[second] ** -0.5, 1)[0] / np.polyfit(t[first], e[first] ** -0.5, 1)[0]
+    return InverseSqrtFit(float(slope), float(intercept), t0, fit_power_law(t + t0, e).exponent, float(ratio))
 
 
 def redundant_block_curvature(problem: SensingProblem) -> tuple[float, float]:
