@@ -169,6 +169,15 @@ def _tolerance(r: ClaimRecord) -> str:
     return "exactly"
 
 
+def _measured_vs_predicted(r: ClaimRecord) -> str:
+    if r.predicted is None:
+        return format_value(r.measured)
+    tol = _tolerance(r)
+    if r.kind in ("abs", "rel") and r.tolerance is None:
+        tol = "no tolerance"
+    return f"{format_value(r.measured)} vs {format_value(r.predicted)} ({tol})"
+
+
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ").strip()
 
@@ -224,7 +233,7 @@ class ClaimsPage:
         claim = (self.prop(r.label) + ": " if r.label else "") + _cell(r.statement)
         if r.reason:
             claim += f" *({_cell(r.reason)})*"
-        mp = f"{format_value(r.measured)} vs {format_value(r.predicted)} ({_tolerance(r)})"
+        mp = _measured_vs_predicted(r)
         margin = "—" if r.margin is None else f"{r.margin:.2f}"
         if r.margin is not None and r.status != "checked":
             margin += " (not asserted)"

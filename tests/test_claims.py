@@ -261,6 +261,11 @@ def test_a_planned_claim_goes_when_a_lesson_records_its_source(index) -> None:
     assert "intruders" not in text and any("dropped" in w for w in page.warnings)
 
 
+def test_a_measurement_without_prediction_shows_alone(index) -> None:
+    rec = _record(predicted=None, tolerance=None, status="measured", passed=None, margin=None, measured=[1.0, 2.0])
+    assert "  - [1, 2]\n" in ClaimsPage(index).render([rec], [])
+
+
 def test_page_shows_failures_and_seeds(index) -> None:
     seeds = {(1, "prop-a", 1): {"passed": 4, "runs": 5, "min_margin": -0.3}}
     text = ClaimsPage(index, seeds).render([_record(passed=False, margin=-0.5)], [])
