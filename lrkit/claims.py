@@ -26,7 +26,8 @@ kind           passes when                                 margin
 For ``"ge"``/``"le"`` the ``scale`` is ``tol`` when given (the distance from the bound
 that counts as a comfortable pass), else ``|p|`` (else 1). Array measurements are
 checked elementwise (``predicted`` broadcasts) and the record keeps the smallest
-margin. A margin within 1e-9 of 0 counts as on the edge (round-off in ``m - p``), so passes. A non-finite measured or predicted value fails (margin ``-inf``).
+margin. A margin within 1e-9 of 0 counts as on the edge (round-off in ``m - p``), so
+passes. A non-finite measured or predicted value fails (margin ``-inf``).
 
 A claim that is shown but deliberately not asserted is recorded with
 ``status="measured"`` or ``status="not reproduced"`` and a ``reason``; it never
@@ -45,9 +46,10 @@ import json
 import math
 import os
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -161,16 +163,17 @@ def _array(x: Any, name: str, label: str) -> np.ndarray:
 
 def _margin(kind: str, m: np.ndarray, p: np.ndarray | None, tol: float | None,
             interval: tuple[float, float] | None) -> np.ndarray:
-    if kind == "abs":
-        return 1.0 - np.abs(m - p) / tol
-    if kind == "rel":
-        return 1.0 - np.abs(m - p) / (tol * np.abs(p))
     if kind == "interval":
         lo, hi = interval  # type: ignore[misc]
-        return 1.0 - np.abs(m - (lo + hi) / 2) / ((hi - lo) / 2)
+        return np.asarray(1.0 - np.abs(m - (lo + hi) / 2) / ((hi - lo) / 2))
+    assert p is not None  # every other kind compares with a prediction (checked by _validate)
+    if kind == "abs":
+        return np.asarray(1.0 - np.abs(m - p) / tol)
+    if kind == "rel":
+        return np.asarray(1.0 - np.abs(m - p) / (tol * np.abs(p)))
     scale = tol if tol is not None else np.where(np.abs(p) > 0, np.abs(p), 1.0)
     gap = (m - p) if kind == "ge" else (p - m)
-    return np.minimum(1.0, gap / scale)
+    return np.asarray(np.minimum(1.0, gap / scale))
 
 
 def _finite_number(x: Any) -> bool:
@@ -211,7 +214,7 @@ def _evaluate(label: str, kind: str, measured: Any, predicted: Any, tol: float |
     if kind == "equal":
         try:
             passed = bool(np.array_equal(np.asarray(measured), np.asarray(predicted)))
-        except Exception:  # noqa: BLE001 - objects numpy cannot compare
+        except Exception:
             passed = bool(measured == predicted)
         return passed, 1.0 if passed else -1.0
     m = _array(measured, "measured", label)

@@ -24,11 +24,12 @@ import argparse
 import json
 import re
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
-from .claims import FRAGILE, PAGE_STATUSES, ClaimRecord, latest_runs, read_ledger
+from .claims import PAGE_STATUSES, ClaimRecord, latest_runs, read_ledger
 
 __all__ = ["BookIndex", "ClaimsPage", "claim_keys", "format_value", "load_registry", "render"]
 
@@ -51,7 +52,7 @@ class BookIndex:
 
     @classmethod
     def from_root(cls, root: str | Path, toc: str = "_toc.yml",
-                  bib: Iterable[str] = ("book/references.bib",)) -> "BookIndex":
+                  bib: Iterable[str] = ("book/references.bib",)) -> BookIndex:
         """Scan a book checkout: ``_toc.yml``, the sources it names, and the ``.bib`` files."""
         import yaml  # book and test extras
 
@@ -122,7 +123,7 @@ def load_registry(path: str | Path) -> list[dict[str, Any]]:
                 raise ValueError(f"{where}: missing {key!r}")
         if e["status"] not in PAGE_STATUSES:
             raise ValueError(f"{where}: status must be one of {PAGE_STATUSES}, got {e['status']!r}")
-    return entries
+    return list(entries)
 
 
 def claim_keys(records: Iterable[ClaimRecord]) -> list[tuple[Any, str, int]]:
@@ -269,18 +270,18 @@ class ClaimsPage:
         keys = dict(zip(map(id, latest), claim_keys(latest)))
         chapters: dict[Any, list[str]] = {}
         lesson_chapters = [d for d in self.index.docs if d.startswith("lessons/")]
-        order = [int(re.match(r"lessons/0*(\d+)", d).group(1)) for d in lesson_chapters
-                 if re.match(r"lessons/0*(\d+)", d)]
-        for n in order:
-            chapters[n] = []
+        for d in lesson_chapters:
+            match = re.match(r"lessons/0*(\d+)", d)
+            if match:
+                chapters[int(match.group(1))] = []
         for r in latest:
             chapters.setdefault(_chapter_key(r.chapter), []).append(self.row(r, keys[id(r)]))
         checked_sources = {k.strip() for r in latest for k in r.source.split(",")}
         for e in registry:
-            keys = {k.strip() for k in str(e.get("source", "")).split(",") if k.strip()}
-            if e["status"] == "planned" and keys and keys <= checked_sources:
+            sources = {k.strip() for k in str(e.get("source", "")).split(",") if k.strip()}
+            if e["status"] == "planned" and sources and sources <= checked_sources:
                 self.warnings.append(f"planned claim {e['statement'][:50]!r}... dropped: a lesson now records "
-                                     f"claims from {sorted(keys)} (remove it from the registry)")
+                                     f"claims from {sorted(sources)} (remove it from the registry)")
                 continue
             chapters.setdefault(_chapter_key(e["chapter"]), []).append(self.registry_row(e))
         out = [_provenance(latest)] if latest else []

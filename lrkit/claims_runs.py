@@ -23,9 +23,10 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from .claims import ClaimRecord, read_ledger
 from .claims_page import claim_keys, format_value
@@ -53,14 +54,14 @@ def execute_notebook(path: str | Path, timeout: int = 1200) -> dict[str, Any]:
     import nbformat
 
     path = Path(path)
-    nb = nbformat.read(path, as_version=4)
+    nb = nbformat.read(path, as_version=4)  # type: ignore[no-untyped-call]
     client = nbclient.NotebookClient(nb, timeout=timeout, allow_errors=True, kernel_name="python3",
                                      resources={"metadata": {"path": str(path.parent)}})
     start = time.perf_counter()
     try:
         client.execute()
         crash = ""
-    except Exception as err:  # noqa: BLE001 - a dead kernel or a timeout is a result, not a crash
+    except Exception as err:
         crash = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
     seconds = time.perf_counter() - start
     errors = [f"cell {i}: {o.get('ename')}: {str(o.get('evalue', ''))[:300]}"
@@ -73,7 +74,8 @@ def _run_one(path: Path, env: dict[str, str], timeout: int) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "lrkit.claims_runs", "execute", str(path), "--timeout", str(timeout)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     try:
-        return json.loads(proc.stdout.strip().splitlines()[-1])
+        result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+        return result
     except (IndexError, json.JSONDecodeError):
         return {"lesson": path.stem, "seconds": None, "errors": [f"runner failed: {proc.stderr[-500:]}"]}
 

@@ -29,11 +29,11 @@ RAW_ROLE = re.compile(r"\{(glue|cite|prf|numref|doc|ref|eq)(:[\w-]+)?\}`")
 PATH_ALT = re.compile(r"(\.(png|jpe?g|svg|gif)$)|(^[./]*_images/)|(^[\w./-]+/[\w.-]+$)")
 
 
-def soup(path: Path) -> "bs4.BeautifulSoup":
+def soup(path: Path) -> bs4.BeautifulSoup:
     return bs4.BeautifulSoup(path.read_text(encoding="utf-8"), "html.parser")
 
 
-def article(page: "bs4.BeautifulSoup"):
+def article(page: bs4.BeautifulSoup):
     return page.find("article") or page.body or page
 
 
