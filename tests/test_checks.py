@@ -12,6 +12,8 @@ from torch import nn
 
 import lrkit
 from lrkit import checks
+from lrkit.finetune import input_weighted
+from lrkit.rslora import equivalent_config
 from lrkit.spectra import rank_for_energy
 
 
@@ -65,6 +67,8 @@ CORRECT: list[tuple[Callable[..., None], tuple[Callable[..., Any], ...]]] = [
     (checks.check_param_count, (good_count,)),
     (checks.check_rslora_scaling, (lrkit.lora_scaling,)),
     (checks.check_energy_rank, (good_energy,)),
+    (checks.check_equivalent_config, (equivalent_config,)),
+    (checks.check_data_rank, (lambda delta, inputs, frac: rank_for_energy(input_weighted(delta, inputs), frac),)),
 ]
 
 
@@ -313,8 +317,6 @@ def test_as_number_accepts_scalars_and_says_what_came_back() -> None:
 
 
 def good_equivalent(s_from, s_to, lr, optimizer):  # type: ignore[no-untyped-def]
-    from lrkit.rslora import equivalent_config
-
     return equivalent_config(s_from, s_to, lr, optimizer)
 
 
@@ -327,8 +329,6 @@ def equivalent_gd_rule_for_adam(s_from, s_to, lr, optimizer):  # type: ignore[no
 
 
 def good_data_rank(delta, inputs, frac):  # type: ignore[no-untyped-def]
-    from lrkit.finetune import input_weighted
-
     return rank_for_energy(input_weighted(delta, inputs), frac)
 
 
