@@ -168,11 +168,12 @@ def mse(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 # --------------------------------------------------------------------------- training
 @dataclass
 class TrainLog:
-    """Training-loss curve ``loss[t]`` for ``t = 0..steps`` (NaN after a divergence)."""
+    """Training-loss curve ``loss[t]`` for ``t = 0..steps`` (NaN from ``diverged_at`` on, -1 if never)."""
 
     loss: torch.Tensor
     test_loss: float
     diverged: bool
+    diverged_at: int = -1
 
 
 def train(model: nn.Module, data: RegressionData, steps: int, lr: float, optimizer: Optimizer = "adam",
@@ -192,13 +193,13 @@ def train(model: nn.Module, data: RegressionData, steps: int, lr: float, optimiz
         raise ValueError("model has no trainable parameters")
     opt = torch.optim.SGD(params, lr=lr) if optimizer == "sgd" else torch.optim.Adam(params, lr=lr)
     curve = torch.full((steps + 1,), float("nan"))
-    diverged = False
+    diverged, diverged_at = False, -1
     x, y = data.x_train, data.y_train
     for t in range(steps + 1):
         loss = ((model(x) - y) ** 2).mean()
         value = loss.item()
         if not math.isfinite(value) or (t > 0 and value > blowup * float(curve[0])):
-            diverged = True
+            diverged, diverged_at = True, t
             break
         curve[t] = value
         if t == steps:
@@ -207,7 +208,7 @@ def train(model: nn.Module, data: RegressionData, steps: int, lr: float, optimiz
         loss.backward()
         opt.step()
     test = float("nan") if diverged else mse(model, data.x_test, data.y_test)
-    return TrainLog(curve, test, diverged)
+    return TrainLog(curve, test, diverged, diverged_at)
 
 
 @dataclass
@@ -232,8 +233,18 @@ class FinetuneResult:
         return self.log.test_loss
 
     @property
+    def final(self) -> float:
+        """The same as :attr:`final_loss` (the name every run result of lrkit shares)."""
+        return self.final_loss
+
+    @property
     def diverged(self) -> bool:
         return self.log.diverged
+
+    @property
+    def diverged_at(self) -> int:
+        """The step at which the run was stopped as diverged, -1 if it never was."""
+        return self.log.diverged_at
 
 
 def finetune(model: nn.Module, data: RegressionData, method: str = "lora", rank: int | None = None,

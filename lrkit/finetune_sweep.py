@@ -107,12 +107,15 @@ def finetune_lrs(model: nn.Module, data: RegressionData, lrs: Sequence[float], m
     rate = torch.tensor(rates, device=data.x_train.device)
     alive = torch.ones(K, dtype=torch.bool, device=rate.device)
     curve = torch.full((K, steps + 1), float("nan"))
+    dead_at = [-1] * K
     x, y = data.x_train, data.y_train
     for t in range(steps + 1):
         per = ((_forward(layers, params, x, K) - y) ** 2).mean((1, 2))
         value = per.detach()
         bad = alive & (~torch.isfinite(value) | ((value > blowup * curve[:, 0].to(value.device)) if t else False))
         if bad.any():
+            for k in torch.nonzero(bad).flatten().tolist():
+                dead_at[k] = t
             alive &= ~bad
             with torch.no_grad():
                 for k, p in params.items():
@@ -131,19 +134,20 @@ def finetune_lrs(model: nn.Module, data: RegressionData, lrs: Sequence[float], m
                 new = (batched_sgd_step(p, p.grad, step_rate) if optimizer == "sgd"
                        else batched_adam_step(p, p.grad, states[k], step_rate))
                 p.copy_(new)
-    return [_result(tuned, method, rank, rslora, params, k, curve[k], not bool(alive[k]), data)
-            for k in range(K)]
+    return [_result(tuned, method, rank, rslora, params, k, curve[k], dead_at[k], data) for k in range(K)]
 
 
 def _result(tuned: nn.Module, method: str, rank: int | None, rslora: bool, params: dict[str, torch.Tensor],
-            k: int, curve: torch.Tensor, diverged: bool, data: RegressionData) -> FinetuneResult:
+            k: int, curve: torch.Tensor, diverged_at: int, data: RegressionData) -> FinetuneResult:
     """Configuration ``k`` as an ordinary module and result."""
+    diverged = diverged_at >= 0
     out = copy.deepcopy(tuned)
     with torch.no_grad():
         for key, p in params.items():
             out.get_parameter(key).copy_(p[k])
     test = float("nan") if diverged else mse(out, data.x_test, data.y_test)
-    return FinetuneResult(method, rank, bool(rslora), out, TrainLog(curve, test, diverged), count_parameters(out))
+    return FinetuneResult(method, rank, bool(rslora), out, TrainLog(curve, test, diverged, diverged_at),
+                          count_parameters(out))
 
 
 def finetune_best_lr(model: nn.Module, data: RegressionData, lrs: Sequence[float], **kwargs: object

@@ -143,6 +143,9 @@ def test_batched_learning_rates_flag_divergence_per_rate(setup) -> None:
     base, data, _ = setup
     runs = ft.finetune_lrs(base, data, [1e6, 1e-2], method="full", steps=20, optimizer="sgd")
     assert [r.diverged for r in runs] == [True, False]
+    assert runs[0].diverged_at > 0 and runs[1].diverged_at == -1
+    assert runs[0].diverged_at == ft.finetune(base, data, method="full", steps=20, lr=1e6,
+                                              optimizer="sgd").diverged_at
     assert math.isnan(runs[0].final_loss) and math.isfinite(runs[1].final_loss)
     with pytest.raises(TypeError, match="model must be an nn.Sequential"):
         ft.finetune_lrs(torch.nn.ModuleDict({"a": torch.nn.Linear(2, 2)}), data, [0.1], method="full")
