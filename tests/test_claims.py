@@ -366,3 +366,27 @@ def test_proposition_titles_lose_their_tex_in_the_index() -> None:
     ext = _book_ext()
     assert ext._plain_tex(r"removes the dependence on $\omega$") == "removes the dependence on ω"
     assert ext._plain_tex(r"scale $\alpha/\sqrt{r}$") == "scale α/√r"
+
+
+@pytest.mark.slow
+def test_seed_runs_execute_a_notebook_per_seed_and_go_on_after_a_failure(tmp_path) -> None:
+    pytest.importorskip("nbclient")
+    import nbformat
+
+    from lrkit.claims_runs import run_lessons
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("import lrkit, lrkit.claims\nlrkit.claims.set_chapter(42)"),
+                nbformat.v4.new_code_cell("lrkit.claim('prop-x', 1 + 0.05 * lrkit.get_seed(), 1.0, statement='x', "
+                                          "tol=0.1)"),
+                nbformat.v4.new_code_cell("lrkit.claim('prop-z', 0.5, 1.0, statement='z', kind='le')")]
+    path = tmp_path / "42_fake.ipynb"
+    nbformat.write(nb, path)
+    results = run_lessons([path], [0, 3], "small", tmp_path / "out", jobs=2, timeout=120)
+    assert sorted(r["seed"] for r in results) == [0, 3]
+    assert [r["errors"] for r in results if r["seed"] == 3][0][0].startswith("cell 1: AssertionError")
+    rows = {row["label"]: row for row in summarise(tmp_path / "out", [0, 3])}
+    assert (rows["prop-x"]["passed"], rows["prop-x"]["worst_seed"]) == (1, 3)   # seed 3: 1.15, fails
+    assert rows["prop-x"]["min_margin"] == pytest.approx(-0.5)
+    assert (rows["prop-z"]["passed"], rows["prop-z"]["runs"]) == (2, 2)        # ran after the failure
+    assert (tmp_path / "out" / "lessons.md").is_file()
