@@ -7,8 +7,8 @@ added to some layers, ``W <- W + dW*``, ``dW* = c U diag(i^-decay) V^T``
 (``method="lora"``, rank ``r``) or every weight (``method="full"``);
 :func:`finetune_best_lr` trains one copy per learning rate *at once* (a batched program, see
 :mod:`lrkit.finetune_sweep`) and keeps the best. :func:`weight_updates` returns what each
-layer moved, ``W_ft - W_0``, and :func:`input_weighted` weighs an update by the data that
-reaches its layer, ``dW Sigma^(1/2)`` with ``Sigma = E[h h^T]`` the second moment of the
+layer moved, ``W_ft - W_0``, and :func:`input_weighted` (from :mod:`lrkit.data_rank`) weighs an
+update by the data that reaches its layer, ``dW Sigma^(1/2)`` with ``Sigma = E[h h^T]`` the second moment of the
 layer's input ``h`` (:func:`layer_inputs`): its spectrum counts only the directions the data
 excite, the "data-relevant" rank.
 
@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from ._validate import choice, positive_float, positive_int
+from .data_rank import input_weighted, layer_inputs  # re-exported: Chapter 1 reads them from here
 from .env import generator, get_device
 from .lora import LoRALinear, add_lora, count_parameters
 
@@ -301,40 +302,6 @@ def weight_updates(base: nn.Module, tuned: nn.Module) -> dict[str, torch.Tensor]
             out[name] = (effective_weight(tuned.get_submodule(name)) - layer.weight).detach().clone()
     if not out:
         raise ValueError("base has no nn.Linear layers")
-    return out
-
-
-@torch.no_grad()
-def layer_inputs(model: nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor:
-    """What reaches the named layer when ``model`` reads ``x``: shape ``(N, in_features)``."""
-    module = dict(model.named_modules()).get(layer)
-    if module is None:
-        raise ValueError(f"layer must name a module of the model, one of {sorted(dict(model.named_modules()))[1:]}; "
-                         f"got {layer!r}")
-    seen: list[torch.Tensor] = []
-    handle = module.register_forward_hook(lambda m, inp, out: seen.append(inp[0].detach()))
-    try:
-        model(x)
-    finally:
-        handle.remove()
-    return seen[0].reshape(-1, seen[0].shape[-1])
-
-
-def input_weighted(delta: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
-    """``dW Sigma^(1/2)`` with ``Sigma = inputs^T inputs / N`` (the layer input's second moment).
-
-    ``||dW Sigma^(1/2)||_F^2 = E ||dW h||^2``: the update's effect on the data, so the spectrum of
-    this matrix ranks directions by how much they change the layer's output *on its inputs*.
-    Shapes: ``delta`` (out, in), ``inputs`` (N, in) -> (out, in); computed in float64.
-    """
-    if delta.ndim != 2 or inputs.ndim != 2 or delta.shape[1] != inputs.shape[1]:
-        raise ValueError(f"delta must be (out, in) and inputs (N, in) with the same in, got "
-                         f"{tuple(delta.shape)} and {tuple(inputs.shape)}")
-    h = inputs.detach().cpu().double()
-    sigma = h.T @ h / h.shape[0]
-    evals, evecs = torch.linalg.eigh(sigma)
-    root = (evecs * evals.clamp_min(0).sqrt()) @ evecs.T
-    out: torch.Tensor = delta.detach().cpu().double() @ root
     return out
 
 

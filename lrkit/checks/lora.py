@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..finetune import input_weighted
+from ..data_rank import input_weighted
 from ..lora import LoRALinear, add_lora, count_parameters, lora_scaling
 from ..rslora import equivalent_config
 from ..spectra import rank_for_energy
