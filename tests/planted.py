@@ -46,13 +46,16 @@ PLANTED_02: Planted = [
 ]
 
 PLANTED_03: Planted = [
-    ("kernel_check", "ssm_kernel", "A ** l", "A ** (l + 1)"),
-    ("kernel_check", "ssm_kernel", "(C * B * A ** l)", "(B * A ** l)"),
-    ("fft_check", "ssm_output_fft", "n = 2 * L", "n = L"),
     ("statistics_check", "sufficient_statistics", "(Y * GU.conj())", "(Y * GU)"),
     ("statistics_check", "sufficient_statistics", "(GU.abs() ** 2).sum() / (M * L * L)",
      "(GU.abs() ** 2).sum() / (M * L)"),
     ("statistics_check", "sufficient_statistics", "(GU.abs() ** 2)", "(GU.abs())"),
+    ("half_time_check", "half_time", "/ (2 * sigma_uy)", "/ (2 * sigma_uu)"),
+    ("half_time_check", "half_time", "math.log((s - w0) / w0)", "math.log(s / w0)"),
+    ("latent_half_time_check", "latent_half_time", "(n ** 2 * c0 ** 2 * sigma_uu)", "(n * c0 ** 2 * sigma_uu)"),
+    ("latent_half_time_check", "latent_half_time", "/ (2 * n * sigma_uy)", "/ (2 * sigma_uy)"),
+    ("first_pole_check", "first_pole", "return int(torch.stack(times).argmin())", "return int(sigma.abs().argmax())"),
+    ("first_pole_check", "first_pole", "return int(torch.stack(times).argmin())", "return int(d.argmax())"),
 ]
 
 PLANTED_04: Planted = [
@@ -66,7 +69,7 @@ PLANTED_04: Planted = [
     ("asymmetric_step_check", "asymmetric_step", "A - lr * B.T @ G", "A - lr * B.T @ G.T"),
     ("fit_rate_check", "fit_rate", "np.log(e[keep])", "np.log10(e[keep])"),
     ("fit_rate_check", "fit_rate", "keep = np.isfinite(e) & (e >= lo) & (e <= hi)", "keep = np.isfinite(e)"),
-    ("rate_check", "predict_rate", "2 * lr * scale ** 2 * compressed", "2 * lr * scale * compressed"),
+    ("rate_check", "predict_rate", "2 * lr * scale**2 * compressed", "2 * lr * scale * compressed"),
     ("rate_check", "predict_rate", "Q.T @ delta0 @ Q", "delta0"),
     ("rate_check", "predict_rate", ".abs().min()", ".abs().max()"),
     ("rate_check", "predict_rate", "float(2 * lr * scale", "float(lr * scale"),
@@ -157,14 +160,31 @@ PLANTED_08: Planted = [
     ("mitigation_check", "mitigation", '{"source": "down", "target": "up"}', '{"source": "up", "target": "up"}'),
 ]
 
+PLANTED_09: Planted = [
+    ("hermite_check", "hermite_coefficients", " / math.sqrt(math.factorial(p))", ""),       # He_p not normalised
+    ("hermite_check", "hermite_coefficients", "w = w / math.sqrt(2 * math.pi)", "w = w"),   # weights sum to sqrt(2 pi)
+    ("ie_check", "predicted_ie", '"cube": 1', '"cube": 3'),
+    ("ie_check", "predicted_ie", '"abs": 2', '"abs": 1'),
+    ("ie_check", "predicted_ie", '"tanh_minus_linear": 3', '"tanh_minus_linear": 1'),
+    ("sign_check", "predicted_sign", "h = float(setting.h(m0))", "h = float(setting.h(0.0))"),   # h(0), not h(m0)
+    ("sign_check", "predicted_sign", "h = float(setting.h(m0))", "h = m0"),                      # the start's sign
+    ("sign_check", "predicted_sign", "return 1 if h > 0 else -1", "return 1 if h < 0 else -1"),
+    ("step_check", "sgd_step", "    grad = grad - (grad @ task.W.T) @ task.W\n", ""),              # no Pi_perp
+    ("step_check", "sgd_step", "    grad = grad - (grad * u_hat).sum(-1, keepdim=True) * u_hat\n", ""),  # not tangent
+    ("step_check", "sgd_step", "return new / new.norm(dim=-1, keepdim=True)", "return new"),     # off the sphere
+    ("step_check", "sgd_step", "new = u_hat - lr * grad", "new = u_hat + lr * grad"),
+    ("step_check", "sgd_step", "dldb = -2 * r", "dldb = -r"),
+]
+
 # chapter -> (its checks submodule, total points, planted mistakes)
 CHAPTERS: dict[str, tuple[str, int, Planted]] = {
     "01_lora": ("lrkit.checks.lora", 14, PLANTED_01),
     "02_deep_linear": ("lrkit.checks.deep_linear", 9, PLANTED_02),
-    "03_ssm": ("lrkit.checks.ssm", 8, PLANTED_03),
+    "03_ssm": ("lrkit.checks.ssm", 10, PLANTED_03),
     "04_matrix_sensing": ("lrkit.checks.sensing", 12, PLANTED_04),
     "05_lora_init": ("lrkit.checks.lora_init", 11, PLANTED_05),
     "06_lora_plus": ("lrkit.checks.lora_plus", 9, PLANTED_06),
     "07_random_features": ("lrkit.checks.rf", 10, PLANTED_07),
     "08_lora_forgetting": ("lrkit.checks.forgetting", 10, PLANTED_08),
+    "09_beyond_kernels": ("lrkit.checks.beyond_kernels", 12, PLANTED_09),
 }
