@@ -282,3 +282,17 @@ def test_the_readme_install_lines_name_the_pinned_release() -> None:
     readme = (ROOT / "README.md").read_text()
     assert readme.count(f"lrkit @ {default_source(ROOT)}") == 1
     assert readme.count(f"lrkit[instructor] @ {default_source(ROOT)}") == 1
+
+
+def test_tables_are_numbered_and_list_tables_become_pipe_tables(book: Path) -> None:
+    nb = nbformat.read(book / "lessons" / "02_b.ipynb", as_version=4)
+    nb.cells.append(nbformat.v4.new_markdown_cell(
+        "```{table} Sizes\n:name: table-b\n\n| a | b |\n|---|---|\n| 1 | 2 |\n```\n\n"
+        "```{list-table} Rates\n:header-rows: 1\n:name: table-c\n\n* - rule\n  - rate\n* - Init[A]\n  - $n^{-1/2}$\n```\n\n"
+        "See {numref}`table-c`."))
+    nbformat.write(nb, book / "lessons" / "02_b.ipynb")
+    assert colab.write_editions(book, book / "_build") == []
+    text = nbformat.read(book / "_build" / "colab" / "lessons" / "02_b.ipynb", as_version=4).cells[-1].source
+    assert "**Table 2.1.** Sizes\n\n| a | b |" in text
+    assert "**Table 2.2.** Rates\n\n| rule | rate |\n|---|---|\n| Init[A] | $n^{-1/2}$ |" in text
+    assert "See [Table 2.2](https://someone.github.io/course/lessons/02_b.html#table-c)." in text

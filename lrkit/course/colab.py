@@ -109,6 +109,11 @@ def load_book(root: Path, build: Path | None = None) -> Book:
             if part.get("numbered"):
                 number += 1
                 chapters[chapter["file"]] = number
+            stack = list(chapter.get("sections", []))
+            while stack:  # sub-pages: their labels are indexed, not numbered here
+                section = stack.pop(0)
+                docs.append(section["file"]) if "file" in section else None
+                stack += section.get("sections", [])
     sphinx_config = (config.get("sphinx", {}) or {}).get("config", {}) or {}
     book = Book(root, site.rstrip("/") + "/", repo_url, chapters, docs,
                 eqref=sphinx_config.get("math_eqref_format", "({number})"))
@@ -276,6 +281,10 @@ class _Converter:
             return f"```{arg.strip()}\n" + "\n".join(body[j:]) + "\n```"
         if name == "bibliography":
             return f"The references are listed on the book's [bibliography page]({self.book.url(self._bib_doc())})."
+        if name in ("table", "list-table"):
+            table = _list_table(content, int(options.get("header-rows", "0") or 0)) if name == "list-table" else content
+            head = f"Table {self.number('table', label, title)}" if label else "Table"
+            return f"**{head}.** {title}\n\n{table}" if title or label else table
         if name in ("figure", "image"):
             return self.figure(arg.strip(), options, content, name == "figure")
         if name in ("glue", "glue:any", "glue:figure", "glue:math", "glue:md"):
@@ -393,6 +402,25 @@ class _Converter:
 
     def _bib_doc(self) -> str:
         return next((d for d in self.book.docs if d.endswith("bibliography")), "book/bibliography")
+
+
+def _list_table(body: str, header_rows: int) -> str:
+    """A MyST ``list-table`` body (``* - a`` / ``  - b`` rows) as a Markdown pipe table."""
+    rows: list[list[str]] = []
+    for line in body.split("\n"):
+        m = re.match(r"^(\*|-)\s+-\s+(.*)$", line) or re.match(r"^\s+-\s+(.*)$", line)
+        if m and line.lstrip().startswith(("* -", "- -")):
+            rows.append([m.group(2).strip()])
+        elif m and rows:
+            rows[-1].append(m.group(1).strip())
+        elif rows and line.strip():
+            rows[-1][-1] += " " + line.strip()
+    width = max((len(r) for r in rows), default=0)
+    rows = [r + [""] * (width - len(r)) for r in rows]
+    head = rows[:header_rows] if header_rows else [[""] * width]
+    body_rows = rows[header_rows:] if header_rows else rows
+    lines = ["| " + " | ".join(r) + " |" for r in head[:1]] + ["|" + "---|" * width]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in head[1:] + body_rows])
 
 
 def _closing(lines: list[str], start: int, fence: str) -> int:
