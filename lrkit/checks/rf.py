@@ -12,8 +12,8 @@ check takes a ``seed`` so that hidden tests can rerun it on other inputs.
 
 from __future__ import annotations
 
-import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -85,8 +85,9 @@ def check_rf_pair(pair_fn: Callable[..., Any], seed: int = 0) -> None:
         elif hint is None:
             z = float((lam / (lam + gam)).sum())
             if abs(z + k * kap / gam - k) > 1e-3 * k:
-                hint = (f"with your (kappa, gamma) the feature equation sum_i lambda_i/(lambda_i + gamma) + k kappa/gamma "
-                        f"gives {z + k * kap / gam:.5g}, not k = {k}: given gamma, that equation fixes kappa")
+                hint = (f"with your (kappa, gamma) the feature equation sum_i lambda_i/(lambda_i + gamma) "
+                        f"+ k kappa/gamma gives {z + k * kap / gam:.5g}, not k = {k}: "
+                        "given gamma, that equation fixes kappa")
             elif abs(z + ridge / kap - n) > 1e-3 * n:
                 hint = (f"your pair solves the feature equation but sum_i lambda_i/(lambda_i + gamma) + ridge/kappa = "
                         f"{z + ridge / kap:.5g}, not n = {n}: search gamma until the sample equation holds too")
@@ -121,8 +122,9 @@ def check_rf_test_mse(mse_fn: Callable[..., Any], seed: int = 0) -> None:
         }
         hint = known_mistake(actual, mistakes, rtol=1e-6, atol=1e-12)
         check_close(actual, expected, f"{name}(...)", hint or "features Phi = X diag(lambda)^(1/2) W^T / sqrt(k); "
-                    "ridge regression on (Phi, y = X v); the predictor in x-space is beta = diag(lambda)^(1/2) W^T theta "
-                    "/ sqrt(k); at ridge 0 take the minimum-norm solution (a pseudo-inverse)", case=case, rtol=1e-6,
+                    "ridge regression on (Phi, y = X v); the predictor in x-space is "
+                    "beta = diag(lambda)^(1/2) W^T theta / sqrt(k); at ridge 0 take the minimum-norm "
+                    "solution (a pseudo-inverse)", case=case, rtol=1e-6,
                     atol=1e-10)
     passed(name)
 

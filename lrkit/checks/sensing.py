@@ -12,7 +12,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -96,7 +97,7 @@ def check_symmetric_step(step_fn: Callable[..., Any], seed: int = 0) -> None:
         case = _sensing_case(gen, n, m, r, True)
         case = {"X": _randn(gen, n, r), **case}
         Z, y, X, lr = case["Z"], case["y"], case["X"], case["lr"]
-        (expected,) = _autograd_step(lambda X_: _loss(Z, y, X_ @ X_.T), lr, X)
+        (expected,) = _autograd_step(lambda X_, Z=Z, y=y: _loss(Z, y, X_ @ X_.T), lr, X)
         G = adjoint(Z, measure(Z, X @ X.T) - y) / m
         variants = {
             "G = (1/m) Z*(Z(XX^T) - y) is not symmetric when the Z_i are not: the gradient is (G + G^T) X, "
@@ -123,7 +124,7 @@ def check_asymmetric_step(step_fn: Callable[..., Any], seed: int = 0) -> None:
         case = _sensing_case(gen, n1, m, r, False, n2)
         case = {"B": _randn(gen, n1, r), "A": _randn(gen, r, n2), **case}
         Z, y, B, A, lr = case["Z"], case["y"], case["B"], case["A"], case["lr"]
-        expected = _autograd_step(lambda B_, A_: _loss(Z, y, B_ @ A_), lr, B, A)
+        expected = _autograd_step(lambda B_, A_, Z=Z, y=y: _loss(Z, y, B_ @ A_), lr, B, A)
         G = adjoint(Z, measure(Z, B @ A) - y) / m
         B_seq = B - lr * G @ A.T
         hints = {

@@ -24,6 +24,6 @@ from .theory import KRRTheory, OptimalRidge, RFTheory, default_ridges, krr_theor
 __all__ = [
     "ArrayLike", "Number", "sizes", "power_law_task", "solve_kappa", "learnabilities", "KRRTheory", "krr_theory",
     "RFTheory", "rf_theory", "OptimalRidge", "optimal_ridge", "default_ridges", "SimResult", "ridge_path",
-    "simulate", "measured_learnabilities", "familywise_z", "fit_random_features", "relu_features", "relu_kernel", "eigenstructure", "pool_task",
-    "simulate_pool",
+    "simulate", "measured_learnabilities", "familywise_z", "fit_random_features", "relu_features", "relu_kernel",
+    "eigenstructure", "pool_task", "simulate_pool",
 ]

@@ -8,7 +8,8 @@ float64 CPU tensors and raise ``TypeError``/``ValueError`` naming the argument.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -19,7 +20,7 @@ Number = int | float
 ArrayLike = Number | Sequence[Number] | torch.Tensor
 
 __all__ = ["Number", "ArrayLike", "sizes", "power_law_task", "as_tensor", "check_task", "check_count",
-           "check_nonneg", "check_sizes"]
+           "check_nonneg", "check_sizes", "check_task_coeffs"]
 
 
 def sizes(scale: str | None = None) -> dict[str, object]:
@@ -72,6 +73,13 @@ def check_task(eigvals: ArrayLike, coeffs: ArrayLike | None = None) -> tuple[tor
     return lam, v
 
 
+def check_task_coeffs(eigvals: ArrayLike, coeffs: ArrayLike) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`check_task` when the coefficients are required: ``(lambda, v)``, both ``(M,)``."""
+    lam, v = check_task(eigvals, coeffs)
+    assert v is not None
+    return lam, v
+
+
 def check_count(x: ArrayLike, name: str, allow_inf: bool = False) -> torch.Tensor:
     t = as_tensor(x, name)
     bad = torch.isnan(t) | (t < 1) | (torch.isinf(t) & (not allow_inf))
@@ -90,9 +98,9 @@ def check_nonneg(x: ArrayLike, name: str) -> torch.Tensor:
 
 
 
-def check_sizes(values: Sequence[Number] | Number, name: str, allow_inf: bool) -> list:
+def check_sizes(values: Sequence[Number] | Number, name: str, allow_inf: bool) -> list[Any]:
     vals = list(values) if isinstance(values, (list, tuple)) else [values]
-    out = []
+    out: list[Any] = []
     for v in vals:
         if allow_inf and isinstance(v, float) and math.isinf(v) and v > 0:
             out.append(math.inf)

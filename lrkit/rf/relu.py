@@ -9,7 +9,7 @@ runs the matching experiment (train on ``n`` points of the pool, test on the who
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -36,7 +36,8 @@ def relu_features(x: torch.Tensor, k: int, seed: int = 0, weights: torch.Tensor 
         weights = torch.randn(k, d, generator=generator(seed), dtype=torch.float64).to(x.device)
     if weights.shape != (k, d):
         raise ValueError(f"weights must have shape (k, d) = {(k, d)}, got {tuple(weights.shape)}")
-    return torch.relu(x.to(weights) @ weights.T / math.sqrt(d)) / math.sqrt(k)
+    phi: torch.Tensor = torch.relu(x.to(weights) @ weights.T / math.sqrt(d)) / math.sqrt(k)
+    return phi
 
 
 def relu_kernel(x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
@@ -51,7 +52,8 @@ def relu_kernel(x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
     n1, n2 = x1.norm(dim=1, keepdim=True), x2.norm(dim=1, keepdim=True)
     cos = ((x1 @ x2.T) / (n1 * n2.T).clamp(min=1e-300)).clamp(-1, 1)
     t = torch.arccos(cos)
-    return n1 * n2.T * (torch.sin(t) + (math.pi - t) * cos) / (2 * math.pi * x1.shape[1])
+    K: torch.Tensor = n1 * n2.T * (torch.sin(t) + (math.pi - t) * cos) / (2 * math.pi * x1.shape[1])
+    return K
 
 
 def eigenstructure(K: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -116,8 +118,10 @@ def simulate_pool(x: torch.Tensor, y: torch.Tensor, n: int, ks: Sequence[Number]
         W = torch.randn(k_max, x.shape[1], generator=gen, dtype=torch.float64).to(x.device) if k_max else None
         for j, k in enumerate(ks_l):
             if math.isinf(k):
+                assert Kfull is not None
                 Kp = Kfull[:, idx]  # (N, n)
             else:
+                assert W is not None
                 Fk = relu_features(x, k, weights=W[:k])
                 Kp = Fk @ Fk[idx].T
             a, tr = ridge_path(Kp[idx][None], y[idx][None], grid)

@@ -14,14 +14,14 @@ authors' experiments. :func:`measured_learnabilities` measures ``E[beta_i] / v_i
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
 from .._validate import positive_int
 from ..env import get_device
-from .inputs import ArrayLike, Number, check_nonneg, check_sizes, check_task
+from .inputs import ArrayLike, Number, check_nonneg, check_sizes, check_task, check_task_coeffs
 
 __all__ = ["SimResult", "ridge_path", "simulate", "measured_learnabilities", "familywise_z", "fit_random_features"]
 
@@ -78,7 +78,7 @@ def simulate(eigvals: ArrayLike, coeffs: ArrayLike, ns: Sequence[int] | int, ks:
     (``||beta - v||^2 + noise``) and train MSE. Trials run as a batch, in chunks that keep
     each batch near ``memory_mb``.
     """
-    lam, v = check_task(eigvals, coeffs)
+    lam, v = check_task_coeffs(eigvals, coeffs)
     sigma2 = float(check_nonneg(noise, "noise"))
     ns_l, ks_l = check_sizes(ns, "ns", False), check_sizes(ks, "ks", True)
     positive_int(trials, "trials")
@@ -102,17 +102,25 @@ def simulate(eigvals: ArrayLike, coeffs: ArrayLike, ns: Sequence[int] | int, ks:
         X = normal(T, n_max, M)
         y = X @ v + math.sqrt(sigma2) * normal(T, n_max)
         B = normal(T, k_max, M) * sqrt_lam if k_max else None  # rows: W_j diag(lambda)^(1/2)
-        Phi = X @ B.transpose(-1, -2) if k_max else None  # (T, n_max, k_max), unscaled features
+        Phi = X @ B.transpose(-1, -2) if B is not None else None  # (T, n_max, k_max), unscaled features
         test = torch.empty(T, len(ns_l), len(ks_l), grid.numel(), dtype=torch.float64, device=dev)
         train = torch.empty_like(test)
         for j, k in enumerate(ks_l):
-            F = X * sqrt_lam if math.isinf(k) else Phi[..., :k] / math.sqrt(k)
+            if math.isinf(k):
+                F = X * sqrt_lam
+            else:
+                assert Phi is not None
+                F = Phi[..., :k] / math.sqrt(k)
             Gfull = F @ F.transpose(-1, -2)
             for i, n in enumerate(ns_l):
                 a, tr = ridge_path(Gfull[:, :n, :n], y[:, :n], grid)
                 theta = F[:, :n].transpose(-1, -2) @ a  # feature-space weights, (T, k, R)
                 # the predictor is linear in x: f(x) = beta . x, beta = diag(lambda)^(1/2) W^T theta / sqrt(k)
-                beta = theta * sqrt_lam[:, None] if math.isinf(k) else B[:, :k].transpose(-1, -2) @ theta / math.sqrt(k)
+                if math.isinf(k):
+                    beta = theta * sqrt_lam[:, None]
+                else:
+                    assert B is not None
+                    beta = B[:, :k].transpose(-1, -2) @ theta / math.sqrt(k)
                 test[:, i, j] = ((beta - v[None, :, None]) ** 2).sum(-2) + sigma2
                 train[:, i, j] = tr
         tests.append(test.cpu())
@@ -172,7 +180,7 @@ def fit_random_features(eigvals: ArrayLike, coeffs: ArrayLike, X: torch.Tensor, 
     ``beta = diag(lambda)^(1/2) W^T theta / sqrt(k)``, so the test MSE is ``||beta - v||^2``.
     The single-draw reference of :func:`simulate` (which batches trials and nested sizes).
     """
-    lam, v = check_task(eigvals, coeffs)
+    lam, v = check_task_coeffs(eigvals, coeffs)
     if not (isinstance(X, torch.Tensor) and isinstance(W, torch.Tensor)) or X.ndim != 2 or W.ndim != 2 \
             or X.shape[1] != lam.numel() or W.shape[1] != lam.numel():
         raise ValueError(f"X must be (n, M) and W (k, M) tensors with M = {lam.numel()} modes")

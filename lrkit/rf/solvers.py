@@ -11,7 +11,7 @@ bisection otherwise; no scipy).
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -25,7 +25,7 @@ __all__ = ["MAX_STEPS", "CHUNK_ELEMENTS", "broadcast_all", "chunks", "solve_log"
 
 
 def broadcast_all(*ts: torch.Tensor) -> list[torch.Tensor]:
-    return [t.contiguous() for t in torch.broadcast_tensors(*ts)]
+    return [t.contiguous() for t in torch.broadcast_tensors(*ts)]  # type: ignore[no-untyped-call]
 
 
 def chunks(size: int, modes: int) -> list[slice]:
@@ -33,8 +33,8 @@ def chunks(size: int, modes: int) -> list[slice]:
     return [slice(i, min(i + step, size)) for i in range(0, size, step)]
 
 
-def solve_log(fn: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], target: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
-               skip: torch.Tensor | None = None) -> torch.Tensor:
+def solve_log(fn: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], target: torch.Tensor,
+              lo: torch.Tensor, hi: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
     """Solve ``G(u) = target`` for a positive decreasing ``G`` of ``u = log x``, ``x`` in ``[lo, hi]``.
 
     ``fn(u) -> (G, dG/du)``; ``G = +inf`` marks an inadmissible point left of the root.

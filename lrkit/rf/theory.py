@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .inputs import ArrayLike, check_count, check_nonneg, check_task
+from .inputs import ArrayLike, check_count, check_nonneg, check_task_coeffs
 from .solvers import broadcast_all, chunks, kappa_flat, solve_log, z_and_slope
 
 __all__ = ["KRRTheory", "krr_theory", "RFTheory", "rf_theory", "OptimalRidge", "optimal_ridge", "default_ridges"]
@@ -82,7 +82,7 @@ def krr_theory(eigvals: ArrayLike, coeffs: ArrayLike, n: ArrayLike, ridge: Array
     ``eigvals`` and ``coeffs``: shape ``(M,)``; ``n`` (>= 1) and ``ridge`` (>= 0) broadcast;
     ``noise`` is the label-noise variance ``sigma^2``. Float64 tensors on the CPU.
     """
-    lam, v = check_task(eigvals, coeffs)
+    lam, v = check_task_coeffs(eigvals, coeffs)
     sigma2 = float(check_nonneg(noise, "noise"))
     n_t, r_t = broadcast_all(check_count(n, "n"), check_nonneg(ridge, "ridge"))
     shape, fn, fr = n_t.shape, n_t.flatten(), r_t.flatten()
@@ -156,7 +156,7 @@ def rf_theory(eigvals: ArrayLike, coeffs: ArrayLike, n: ArrayLike, k: ArrayLike,
     ``n``, ``k`` (>= 1; ``math.inf`` = the kernel limit, where ``gamma = kappa``) and
     ``ridge`` (>= 0) broadcast against each other. Float64 tensors on the CPU.
     """
-    lam, v = check_task(eigvals, coeffs)
+    lam, v = check_task_coeffs(eigvals, coeffs)
     sigma2 = torch.tensor(float(check_nonneg(noise, "noise")), dtype=torch.float64)
     n_t, k_t, r_t = broadcast_all(check_count(n, "n"), check_count(k, "k", allow_inf=True),
                                check_nonneg(ridge, "ridge"))

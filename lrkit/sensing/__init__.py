@@ -11,20 +11,48 @@ One room per idea, all re-exported here so that a lesson reads ``sn.make_problem
 * :mod:`lrkit.sensing.theory`   the symmetric ``1/t^2`` law, the exact-rank rate, fits.
 """
 
-from .factors import (A_RATIO, LORA_INITS, asymmetric_step, check_rank, compressed_imbalance, imbalance,
-                      init_asymmetric, init_lora_factors, init_symmetric, rebalance, redundant_rate,
-                      redundant_subspace, symmetric_step)
-from .problem import (DTYPE, SensingProblem, UnderdeterminedWarning, adjoint, degrees_of_freedom, make_problem,
-                      measure, sizes)
+from .factors import (
+                      A_RATIO,
+                      LORA_INITS,
+                      asymmetric_step,
+                      check_rank,
+                      compressed_imbalance,
+                      imbalance,
+                      init_asymmetric,
+                      init_lora_factors,
+                      init_symmetric,
+                      rebalance,
+                      redundant_rate,
+                      redundant_subspace,
+                      symmetric_step,
+)
+from .problem import (
+                      DTYPE,
+                      SensingProblem,
+                      UnderdeterminedWarning,
+                      adjoint,
+                      degrees_of_freedom,
+                      make_problem,
+                      measure,
+                      sizes,
+)
 from .sweep import INITS, PARAMETERISATIONS, SensingRun, log_grid, run_sweep
-from .theory import (InverseSqrtFit, inverse_sqrt_fit, inverse_sqrt_slope_theory, linear_rate, linearised_rate,
-                     loglog_slope, redundant_block_curvature, redundant_error_theory)
+from .theory import (
+                      InverseSqrtFit,
+                      inverse_sqrt_fit,
+                      inverse_sqrt_slope_theory,
+                      linear_rate,
+                      linearised_rate,
+                      loglog_slope,
+                      redundant_block_curvature,
+                      redundant_error_theory,
+)
 
 __all__ = [
     "A_RATIO", "DTYPE", "INITS", "LORA_INITS", "PARAMETERISATIONS", "InverseSqrtFit", "SensingProblem", "SensingRun",
     "UnderdeterminedWarning", "adjoint", "asymmetric_step", "check_rank", "compressed_imbalance",
     "degrees_of_freedom", "imbalance", "init_asymmetric", "init_lora_factors", "init_symmetric",
     "inverse_sqrt_fit", "inverse_sqrt_slope_theory", "linear_rate", "linearised_rate", "log_grid", "loglog_slope",
-    "make_problem", "measure", "rebalance", "redundant_block_curvature", "redundant_error_theory", "redundant_rate", "redundant_subspace",
-    "run_sweep", "sizes", "symmetric_step",
+    "make_problem", "measure", "rebalance", "redundant_block_curvature", "redundant_error_theory", "redundant_rate",
+    "redundant_subspace", "run_sweep", "sizes", "symmetric_step",
 ]

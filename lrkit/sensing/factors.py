@@ -159,7 +159,8 @@ def redundant_subspace(B: torch.Tensor, A: torch.Tensor, r_star: int, delta0: to
     if not 1 <= r_star < r:
         raise ValueError(f"r_star must satisfy 1 <= r_star < r = {r} (over-parameterised), got {r_star}")
     gram, _ = _sides(B, A, delta0)
-    return torch.linalg.eigh(gram)[1][:, : r - r_star]
+    basis: torch.Tensor = torch.linalg.eigh(gram)[1][:, : r - r_star]
+    return basis
 
 
 def compressed_imbalance(delta0: torch.Tensor, Q: torch.Tensor) -> float:

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 
@@ -82,7 +82,8 @@ def adjoint(Z: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     if Z.ndim != 3 or z.ndim < 1 or z.shape[-1] != Z.shape[0]:
         raise ValueError(f"z must be (..., m) and Z (m, n1, n2) with the same m, "
                          f"got z {tuple(z.shape)} and Z {tuple(Z.shape)}")
-    return (z @ Z.flatten(1)).unflatten(-1, tuple(Z.shape[1:]))
+    out: torch.Tensor = (z @ Z.flatten(1)).reshape(*z.shape[:-1], *Z.shape[1:])
+    return out
 
 
 @dataclass
@@ -139,7 +140,8 @@ class SensingProblem:
 
     def gradient(self, M: torch.Tensor) -> torch.Tensor:
         """``grad L(M) = (1/m) Z*(Z(M) - y)``, shape of ``M``; via the Gram matrix (same numbers)."""
-        return (M.flatten(-2) @ self.gram - self.zy).unflatten(-1, (self.n1, self.n2))
+        out: torch.Tensor = (M.flatten(-2) @ self.gram - self.zy).reshape(*M.shape[:-2], self.n1, self.n2)
+        return out
 
     def error(self, M: torch.Tensor) -> torch.Tensor:
         """``||M - M*||_F^2`` for ``M (..., n1, n2)`` -> ``(...)``."""

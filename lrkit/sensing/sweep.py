@@ -16,16 +16,26 @@ rebalanced once, keeping ``B A`` unchanged.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
 
 from .._validate import broadcast, choice, positive_float, positive_int
 from ..env import few_threads
-from .factors import A_RATIO, LORA_INITS, check_rank, imbalance, init_asymmetric, init_lora_factors, \
-    init_symmetric, rebalance, asymmetric_step, symmetric_step
+from .factors import (
+    A_RATIO,
+    LORA_INITS,
+    asymmetric_step,
+    check_rank,
+    imbalance,
+    init_asymmetric,
+    init_lora_factors,
+    init_symmetric,
+    rebalance,
+    symmetric_step,
+)
 from .problem import DTYPE, SensingProblem
 
 Parameterisation = str

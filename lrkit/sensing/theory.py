@@ -57,7 +57,8 @@ def linearised_rate(problem: SensingProblem, lr: float) -> float:
     r = problem.r_star
     X_star = evecs[:, -r:] * evals[-r:].clamp(min=0).sqrt()
     cpu = SensingProblem(problem.M_star.cpu(), problem.Z.cpu(), problem.y.cpu(), r, True)
-    hess = torch.autograd.functional.hessian(lambda X: cpu.loss(X @ X.T), X_star)
+    hess = torch.autograd.functional.hessian(  # type: ignore[no-untyped-call]
+        lambda X: cpu.loss(X @ X.T), X_star)
     h = torch.linalg.eigvalsh(hess.reshape(X_star.numel(), X_star.numel()))
     h_min = float(h[r * (r - 1) // 2])
     if not 0 < lr * h_min < 1:
