@@ -22,7 +22,8 @@ with ``L_i = lambda_i / (lambda_i + gamma)``, ``z = sum L_i``, ``q2 = sum L_i^2`
 kernel formulas come back (``k = math.inf`` is accepted and means the kernel). The RF train
 MSE uses the kernel identity ``delta / (n kappa) = (n - z) / n``: our extension (conditioned on
 the features, RF regression is ridge regression with the fixed random kernel, whose ``kappa``
-is the pair's); Chapter 7 checks it against simulation. Every solver broadcasts ``n``, ``k``
+is the pair's); Chapter 7 checks it against simulation above the interpolation peak (``k > n``) and
+reports, without claiming it, the deviation below it. Every solver broadcasts ``n``, ``k``
 and ``ridge`` and solves the whole grid at once; ridge ``0`` and ``k = n`` included (the
 interpolation peak is ``inf``). :func:`optimal_ridge` minimises the predicted test MSE.
 """
