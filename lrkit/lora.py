@@ -10,6 +10,12 @@ with ``s = alpha / r``, or ``s = alpha / sqrt(r)`` when rank-stabilised
 The update to the weight is ``dW = s B A`` (rank <= r), trained with
 ``r (in + out)`` parameters instead of ``in * out``. ``merge()`` folds ``dW``
 into ``W0`` so inference costs exactly one ``nn.Linear``; ``unmerge()`` undoes it.
+
+DoRA (Liu et al. 2024; PEFT's ``use_dora=True``) splits each output row of the
+adapted weight into a trainable magnitude ``m`` (shape ``(out,)``, initialised to
+the row norms ``||W0 + s B A||_row``) and a direction:
+
+    W' = diag(m / n) (W0 + s B A),   n = ||W0 + s B A||_row  (detached: no gradient)
 """
 
 from __future__ import annotations
@@ -70,13 +76,16 @@ class LoRALinear(nn.Module):
         init: "A" (PEFT default), "B", "gaussian" or "pissa" (see :mod:`lrkit.init`).
         dropout: dropout probability on the adapter's input, in [0, 1).
         rslora: use ``alpha / sqrt(r)`` instead of ``alpha / r``.
+        dora: add DoRA's trainable magnitude ``.magnitude`` of shape ``(out,)``.
 
     Shapes: input ``(..., in)``, output ``(..., out)``.
     """
 
     def __init__(self, base: nn.Linear, rank: int, alpha: float | None = None, init: str = "A",
-                 dropout: float = 0.0, rslora: bool = False) -> None:
+                 dropout: float = 0.0, rslora: bool = False, dora: bool = False) -> None:
         super().__init__()
+        if not isinstance(dora, bool):
+            raise TypeError(f"dora must be True or False, got {dora!r}")
         if not isinstance(base, nn.Linear):
             raise TypeError(f"base must be a torch.nn.Linear, got {type(base).__name__}")
         if isinstance(base, LoRALinear):  # pragma: no cover - LoRALinear is not an nn.Linear
@@ -97,6 +106,19 @@ class LoRALinear(nn.Module):
         self.merged = False
         self._merged_delta: torch.Tensor | None = None
         init_lora_(self.A.data, self.B.data, base.weight.data, self.scaling, self.init)
+        self.dora = dora
+        self.magnitude: nn.Parameter | None = None
+        self._dora_weight: torch.Tensor | None = None
+        if dora:
+            with torch.no_grad():
+                self.magnitude = nn.Parameter(self.weight_norm())
+
+    def weight_norm(self) -> torch.Tensor:
+        """DoRA's ``n = ||W0 + s B A||`` per output row, shape ``(out,)``, detached."""
+        w = self.base.weight
+        if self.merged:
+            raise RuntimeError("weight_norm() needs the unmerged base weight: call unmerge() first")
+        return torch.linalg.norm(w + self.scaling * (self.B @ self.A).detach(), dim=1).detach()
 
     @property
     def in_features(self) -> int:
@@ -116,7 +138,18 @@ class LoRALinear(nn.Module):
         y = self.base(x)
         if self.merged:  # one nn.Linear: A and B get no gradient until unmerge()
             return y
+        if self.magnitude is not None:
+            return y + self._dora_extra(x)
         return y + self.scaling * F.linear(F.linear(self.dropout(x), self.A), self.B)
+
+    def _dora_extra(self, x: torch.Tensor) -> torch.Tensor:
+        """``(m/n - 1) x W0^T + (m/n) s B A x`` (PEFT's DoRA forward, bias kept once)."""
+        assert self.magnitude is not None
+        scale = (self.magnitude / self.weight_norm()).view(1, -1)
+        dx = self.dropout(x)
+        base_out = F.linear(dx, self.base.weight)
+        lora_out = F.linear(F.linear(dx, self.A), self.B)
+        return (scale - 1) * base_out + scale * lora_out * self.scaling
 
     def _bad_input(self, x: torch.Tensor) -> None:
         if not isinstance(x, torch.Tensor):
@@ -135,12 +168,20 @@ class LoRALinear(nn.Module):
         so the update is not applied twice."""
         self.merged = bool(state.get("merged", False))
         self._merged_delta = None
+        self._dora_weight = None
 
     @torch.no_grad()
     def merge(self) -> None:
         """Fold ``s B A`` into the base weight: afterwards ``forward`` is one ``nn.Linear``."""
         if self.merged:
             warnings.warn("LoRALinear.merge(): already merged, nothing to do", stacklevel=2)
+            return
+        if self.magnitude is not None:  # W' = diag(m / n) (W0 + s B A); unmerge restores W0 exactly
+            w0 = self.base.weight.detach().clone()
+            scale = (self.magnitude / self.weight_norm()).view(-1, 1)
+            self.base.weight.copy_((scale * (w0 + self.delta_weight())).to(w0.dtype))
+            self._dora_weight = w0
+            self.merged = True
             return
         delta = self.delta_weight().to(self.base.weight.dtype)
         self.base.weight.add_(delta)
@@ -152,6 +193,14 @@ class LoRALinear(nn.Module):
         """Subtract ``s B A`` from the base weight again (inverse of :meth:`merge`)."""
         if not self.merged:
             warnings.warn("LoRALinear.unmerge(): not merged, nothing to do", stacklevel=2)
+            return
+        if self.magnitude is not None:
+            if self._dora_weight is None:
+                raise RuntimeError("a DoRA layer loaded merged cannot be unmerged: the row norms of the "
+                                   "unmerged weight are not recoverable from the merged one")
+            self.base.weight.copy_(self._dora_weight)
+            self._dora_weight = None
+            self.merged = False
             return
         delta = self._merged_delta
         if delta is None:  # merged state loaded from a state_dict: A and B are the ones merged
@@ -165,7 +214,8 @@ class LoRALinear(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"in={self.in_features}, out={self.out_features}, rank={self.rank}, alpha={self.alpha:g}, "
-                f"scaling={self.scaling:g}, init={self.init!r}, rslora={self.rslora}, merged={self.merged}")
+                f"scaling={self.scaling:g}, init={self.init!r}, rslora={self.rslora}, merged={self.merged}"
+                + (", dora=True" if self.dora else ""))
 
 
 def _matches(name: str, target: str) -> bool:
@@ -174,10 +224,11 @@ def _matches(name: str, target: str) -> bool:
 
 
 def add_lora(model: nn.Module, rank: int, alpha: float | None = None, targets: Sequence[str] | str | None = None,
-             init: str = "A", dropout: float = 0.0, rslora: bool = False) -> nn.Module:
+             init: str = "A", dropout: float = 0.0, rslora: bool = False, dora: bool = False) -> nn.Module:
     """Wrap the chosen ``nn.Linear`` submodules of ``model`` in :class:`LoRALinear`, in place.
 
-    Every parameter of ``model`` is frozen except the new adapters' ``A`` and ``B``.
+    Every parameter of ``model`` is frozen except the new adapters' ``A`` and ``B``
+    (and DoRA's ``magnitude`` when ``dora=True``).
     ``targets``: ``None`` (every ``nn.Linear``), or module names matched as PEFT does
     (exact name or dotted suffix, e.g. ``["q", "fc2"]``). A target that matches no
     ``nn.Linear`` is an error. A bare ``nn.Linear`` model is not supported: wrap it
@@ -190,6 +241,8 @@ def add_lora(model: nn.Module, rank: int, alpha: float | None = None, targets: S
     if any(isinstance(m, LoRALinear) for m in model.modules()):
         raise ValueError("model already carries LoRA adapters; call remove_lora(model) first")
     check_init_name(init)
+    if not isinstance(dora, bool):
+        raise TypeError(f"dora must be True or False, got {dora!r}")
     linears = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
     aliases: dict[int, list[str]] = {}
     for n, m in model.named_modules(remove_duplicate=False):
@@ -225,7 +278,7 @@ def add_lora(model: nn.Module, rank: int, alpha: float | None = None, targets: S
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, child, LoRALinear(linears[name], rank, alpha=alpha, init=init, dropout=dropout,
-                                          rslora=rslora))
+                                          rslora=rslora, dora=dora))
     return model
 
 
