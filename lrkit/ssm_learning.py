@@ -196,7 +196,8 @@ def isolated_half_times(sigma: torch.Tensor, gram: torch.Tensor, B0: torch.Tenso
 
     State ``n``: strength ``s_n = sigma_n / Gram_nn``, time constant ``1 / Gram_nn``, imbalance
     ``B_n^2 - C_n^2``, start ``B_n C_n`` (:func:`lrkit.deep_linear.unbalanced_time` to ``s_n / 2``).
-    The first state to be learned from a small start is ``argmin`` (Chapter 3).
+    The first state to be learned from a small start is ``argmin`` (Chapter 3). A state that can
+    never leave zero (``s_n = 0``, or balanced with ``B_n C_n s_n <= 0``: a saddle) gets ``inf``.
     """
     from .deep_linear_theory import unbalanced_time
 
@@ -207,5 +208,9 @@ def isolated_half_times(sigma: torch.Tensor, gram: torch.Tensor, B0: torch.Tenso
         raise ValueError("sigma (N,), gram (N, N), B0 (N,) and C0 (N,) must match")
     d = torch.diagonal(g)
     s = sig / d
-    return torch.stack([unbalanced_time(b[n] * c[n], s[n] / 2, s[n], b[n] ** 2 - c[n] ** 2, tau=float(1 / d[n]))
-                        for n in range(sig.numel())])
+    out = torch.full_like(s, math.inf)  # a balanced state on the saddle (c = 0, u0 s <= 0) never leaves it
+    for n in range(sig.numel()):
+        u0, imb = b[n] * c[n], b[n] ** 2 - c[n] ** 2
+        if s[n] != 0 and not (imb == 0 and u0 * s[n] <= 0):
+            out[n] = unbalanced_time(u0, s[n] / 2, s[n], imb, tau=float(1 / d[n]))
+    return out
