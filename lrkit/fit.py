@@ -18,8 +18,8 @@ against mode strength, error against steps): one least-squares fit of ``log valu
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import numpy as np
 

@@ -22,7 +22,7 @@ NaN for a diverged run; a rate (or pair) where any seed diverged is excluded.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -55,7 +55,7 @@ def largest_stable_lr(lrs: Sequence[float] | np.ndarray, diverged: np.ndarray) -
     if d.ndim != 2 or d.shape[0] != a.size:
         raise ValueError(f"diverged must have shape (L,) or (L, S) with L = len(lrs) = {a.size}, "
                          f"got {d.shape}")
-    stable = ~d.any(axis=1)
+    stable = np.asarray(~d.any(axis=1), dtype=bool)
     if not stable[0]:
         return float("nan")
     first_bad = np.flatnonzero(~stable)
@@ -65,7 +65,8 @@ def largest_stable_lr(lrs: Sequence[float] | np.ndarray, diverged: np.ndarray) -
 def _mean_losses(losses: np.ndarray) -> np.ndarray:
     """Mean over the last axis (seeds); a diverged seed (NaN) makes the mean +inf."""
     x = np.asarray(losses, dtype=float)
-    return np.where(np.isnan(x), np.inf, x).mean(axis=-1)
+    out: np.ndarray = np.where(np.isnan(x), np.inf, x).mean(axis=-1)
+    return out
 
 
 def _line_mean_losses(lrs: Sequence[float] | np.ndarray,

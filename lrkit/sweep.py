@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,8 +30,16 @@ from .env import few_threads, get_scale
 from .fit import ExponentFit, fit_power_law
 from .init import INIT_SCHEMES, init_lora_
 from .lora_task import LoRATask, lora_task
-from .lr_scaling import (best_eta_A_per_eta_B, best_lr, best_pair, feature_rms, largest_stable_lr,
-                         near_optimal_centre, step_terms, steps_to_reach)
+from .lr_scaling import (
+    best_eta_A_per_eta_B,
+    best_lr,
+    best_pair,
+    feature_rms,
+    largest_stable_lr,
+    near_optimal_centre,
+    step_terms,
+    steps_to_reach,
+)
 from .optim import AdamState, batched_adam_step, batched_sgd_step
 
 OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")

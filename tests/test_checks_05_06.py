@@ -51,7 +51,7 @@ def test_the_checks_pass_lrkit_itself_on_several_seeds(chapter: str) -> None:
                 return tuple(float(d[k][0]) for k in ("delta1", "delta2", "delta3"))
 
             c.check_delta_terms(terms, seed)
-            c.check_predicted_term_exponents(lambda: dict(c.PREDICTED_TERM_EXPONENTS), seed)
+            c.check_predicted_term_exponents(lambda c=c: dict(c.PREDICTED_TERM_EXPONENTS), seed)
         else:
             c = lrkit.checks.lora_plus
             c.check_loraplus_groups(optim.loraplus_param_groups, seed)

@@ -1,4 +1,6 @@
-"""Checks for Chapter 5's exercises (Init[A] or Init[B]); expected values come from :mod:`lrkit.init` and :mod:`lrkit.sweep`.
+"""Checks for Chapter 5's exercises (Init[A] or Init[B]).
+
+Expected values come from :mod:`lrkit.init`, :mod:`lrkit.sweep` and :mod:`lrkit.lr_scaling`.
 
 * :func:`check_init_pair`: ``fn(rank, in_features, out_features, init) -> (A, B)``, Init[A] or Init[B];
 * :func:`check_largest_stable_lr`: ``fn(lrs, diverged) -> eta_max``, read off a sweep
@@ -15,7 +17,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -88,7 +91,7 @@ def check_init_pair(fn: Callable[..., Any], seed: int = 0) -> None:
                 hint = (f"Init[{init}] is named after the factor that is drawn at random: {rand_name}; the other "
                         f"one, {zero_name}, starts at exactly zero so that B A = 0")
                 if bool((rand == 0).all()):
-                    hint = f"you swapped the two schemes: " + hint
+                    hint = "you swapped the two schemes: " + hint
                 fail(f"with init={init!r}, {zero_name} should be exactly zero", case=case, actual=zero, hint=hint)
             if bool((rand == 0).all()):
                 fail(f"with init={init!r}, {rand_name} should be random, but it is zero", case=case,
@@ -170,7 +173,8 @@ def check_largest_stable_lr(fn: Callable[..., Any], seed: int = 0) -> None:
             "off by one: return the last stable rate, the one *before* the first rate that diverged":
                 float(lrs[np.flatnonzero(~stable_any)[0]]) if (~stable_any).any() else float("nan"),
         }
-        variants = {h: v for h, v in variants.items() if not (v == expected or (math.isnan(v) and math.isnan(expected)))}
+        variants = {h: v for h, v in variants.items()
+                    if not (v == expected or (math.isnan(v) and math.isnan(expected)))}
         if math.isnan(expected):
             variants = {"when even the smallest rate diverges there is no stable rate: return float('nan')":
                         float(lrs[0])} | variants

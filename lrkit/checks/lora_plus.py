@@ -16,18 +16,29 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..lora import add_lora, lora_layers
-from ..optim import AdamState, batched_adam_step, loraplus_param_groups
 from ..lr_scaling import best_pair
-from . import (as_number, call, check_close, check_shape, fail, known_mistake, matches_variant,
-               passed, private_rng, to_scalar,
-               toy_transformer_block)
+from ..optim import AdamState, batched_adam_step, loraplus_param_groups
+from . import (
+    as_number,
+    call,
+    check_close,
+    check_shape,
+    fail,
+    known_mistake,
+    matches_variant,
+    passed,
+    private_rng,
+    to_scalar,
+    toy_transformer_block,
+)
 
 __all__ = ["check_loraplus_groups", "check_adam_step", "check_best_ratio", "check_predicted_ratio_exponent",
            "check_predicted_rate_exponents"]
@@ -44,8 +55,8 @@ def _models(gen: torch.Generator) -> list[tuple[str, nn.Module]]:
     with private_rng(int(torch.randint(0, 2 ** 31 - 1, (1,), generator=gen))):  # learner's RNG kept
         mlp = add_lora(nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4)), rank=2)
         block = add_lora(toy_transformer_block(16, 32), rank=4, targets=["q_proj", "v_proj", "down"])
-    block["attn"]["k_proj"].bias.requires_grad_(True)        # a bias trained alongside the adapters
-    block["norm"].weight.requires_grad_(True)                # and a norm's weight
+    block.get_submodule("attn.k_proj").bias.requires_grad_(True)   # a bias trained alongside the adapters
+    block.get_submodule("norm").weight.requires_grad_(True)         # and a norm's weight
     return [("a two-layer MLP with adapters on both layers", mlp),
             ("a transformer block with adapters on q_proj, v_proj, mlp.down, and a trainable k_proj bias "
              "and LayerNorm weight", block)]
@@ -90,7 +101,8 @@ def check_loraplus_groups(fn: Callable[..., Any], seed: int = 0) -> None:
     for (what, model), (lr, ratio) in zip(_models(gen), ((1e-3, 16.0), (2e-4, 4.0 + float(torch.randint(
             0, 60, (1,), generator=gen))))):
         case = {"model": what, "lr": lr, "ratio": ratio}
-        groups = call(lambda **_: fn(model, lr, ratio), case, name, "lrkit.lora_layers(model) lists the adapters")
+        groups = call(lambda m=model, lr=lr, ratio=ratio, **_: fn(m, lr, ratio), case, name,
+                      "lrkit.lora_layers(model) lists the adapters")
         rates = _rates(groups, model, case, name)
         expected = {id(p): g["lr"] for g in loraplus_param_groups(model, lr, ratio) for p in g["params"]}
         names = {id(p): n for n, p in model.named_parameters()}
@@ -122,7 +134,7 @@ def check_loraplus_groups(fn: Callable[..., Any], seed: int = 0) -> None:
                  case=case, expected=float(want), actual=got, hint=hint)
         try:
             torch.optim.AdamW(groups, lr=lr)
-        except Exception as e:  # noqa: BLE001 - the learner's groups are the input
+        except Exception as e:
             fail(f"torch.optim.AdamW(your groups, lr=lr) raised {type(e).__name__}: {e}", case=case,
                  hint="each group is {'params': [...], 'lr': ...} with a list of parameters")
     passed(name)
