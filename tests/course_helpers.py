@@ -1,4 +1,8 @@
-"""Helpers for the course-tooling tests: learner submissions built from Chapter 1's solution.
+"""Helpers for the course-tooling tests: learner submissions built from a frozen solution notebook.
+
+The fixture (tests/fixtures/grading_solution.ipynb) is Chapter 1's solution notebook as it was when
+the grader was written, with its planted mistakes below, so the tooling tests do not move when the
+chapter is reworked; it still runs against today's lrkit (its checks are public API).
 
 A *student copy* is what a learner who solved everything hands in: the exercise notebook with
 each stub replaced by the solution's code (so: no hidden tests, no markers). Planted mistakes
@@ -16,11 +20,28 @@ import nbformat
 from nbformat import NotebookNode
 
 from lrkit.course import HIDDEN, SOLUTION, cell_key, generate_exercise, read_notebook, regions
-from planted import PLANTED_01 as PLANTED
-
 ROOT = Path(__file__).resolve().parents[1]
-SOLUTION_NB = ROOT / "solutions" / "01_lora.ipynb"
-EXERCISE_NB = ROOT / "exercises" / "01_lora.ipynb"
+SOLUTION_NB = ROOT / "tests" / "fixtures" / "grading_solution.ipynb"
+EXERCISE_NB = ROOT / "tests" / "fixtures" / "grading_exercise.ipynb"
+
+PLANTED = [
+    ('init_lora_check', 'init_lora', 'torch.zeros(base.out_features, rank)', 'torch.randn(base.out_features, rank)'),
+    ('init_lora_check', 'init_lora', 'torch.empty(rank, base.in_features)', 'torch.empty(base.in_features, rank)'),
+    ('init_lora_check', 'init_lora', 'a=math.sqrt(5)', 'a=0'),
+    ('lora_forward_check', 'lora_forward', 'scaling = alpha / A.shape[0]', 'scaling = alpha'),
+    ('lora_forward_check', 'lora_forward', '(h @ A.T) @ B.T', '(h @ B) @ A'),
+    ('lora_forward_check', 'lora_forward', 'h = dropout(x) if', 'x = h = dropout(x) if'),
+    ('merge_check', 'merge', 'W0 + (alpha / A.shape[0]) * (B @ A)', 'W0 + alpha * (B @ A)'),
+    ('merge_check', 'merge', 'W0 + (alpha / A.shape[0]) * (B @ A)', 'W0 + (alpha / A.shape[0]) * (A.T @ B.T)'),
+    ('merge_check', 'merge', 'W - (alpha / A.shape[0])', 'W + (alpha / A.shape[0])'),
+    ('count_check', 'count_lora_params', 'rank * (module.in_features + module.out_features)', 'rank * module.in_features'),
+    ('count_check', 'count_lora_params', 'targeted = targets is None or', 'targeted = True or'),
+    ('count_check', 'count_lora_params', 'return total', 'return total + sum(p.numel() for p in model.parameters())'),
+    ('scaling_check', 'lora_scaling', 'alpha / math.sqrt(rank) if rslora else alpha / rank', 'alpha / rank'),
+    ('scaling_check', 'lora_scaling', 'alpha / math.sqrt(rank) if rslora', 'math.sqrt(alpha / rank) if rslora'),
+    ('energy_check', 'energy_rank', 'delta.double()) ** 2', 'delta.double())'),
+    ('energy_check', 'energy_rank', 'frac - 1e-12).sum()) + 1', 'frac - 1e-12).sum())'),
+]
 
 
 

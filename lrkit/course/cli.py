@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import re
 import sys
 import time
@@ -15,6 +16,7 @@ from .generate import make_exercises
 from .leaks import check_leaks
 from .execute import execute_cells
 from .grade import grade_folder, grade_worker
+from .sandbox import Limits, Sandbox
 
 
 def _cmd_make_exercises(args: argparse.Namespace) -> int:
@@ -25,7 +27,16 @@ def _cmd_make_exercises(args: argparse.Namespace) -> int:
     return 1 if args.check and messages else 0
 
 
+def _missing(path: str, what: str) -> bool:
+    if Path(path).is_file():
+        return False
+    print(f"error: {what} {path} does not exist", file=sys.stderr)
+    return True
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
+    if _missing(args.notebook, "notebook"):
+        return 2
     nb = read_notebook(args.notebook)
     graded = {cell_key(c): nbgrader(c).get("points", 0) for c in nb.cells if is_graded_cell(c)}
     records = execute_cells(nb, timeout=args.timeout, cell_timeout=args.cell_timeout,
@@ -40,6 +51,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 def _cmd_grade(args: argparse.Namespace) -> int:
     start = time.monotonic()
+    if _missing(args.solution, "solution notebook"):
+        return 2
+    if not (args.timeout > 0 and args.cell_timeout > 0 and args.jobs >= 1):
+        print("error: --timeout and --cell-timeout must be positive seconds, --jobs a positive int", file=sys.stderr)
+        return 2
     if not Path(args.submissions).is_dir():
         print(f"error: {args.submissions} is not a folder of submissions", file=sys.stderr)
         return 2
@@ -53,13 +69,27 @@ def _cmd_grade(args: argparse.Namespace) -> int:
 
 
 def _cmd_check_leaks(args: argparse.Namespace) -> int:
+    missing = [p for p in args.paths if not Path(p).exists()]
+    solutions = Path(args.solutions)
+    if missing or not solutions.is_dir() or not any(solutions.glob("*.ipynb")):
+        what = f"{', '.join(missing)} does not exist" if missing else f"{solutions} holds no solution notebook"
+        print(f"error: {what}: nothing was checked for leaks", file=sys.stderr)
+        return 2
+    if any(Path(p).is_dir() and not any(f.is_file() for f in Path(p).rglob("*")) for p in args.paths):
+        print("error: an empty folder was given: nothing was checked for leaks", file=sys.stderr)
+        return 2
     leaks = check_leaks([Path(p) for p in args.paths], Path(args.solutions))
     print("\n".join(leaks) or "no solution or hidden-test line found")
     return 1 if leaks else 0
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
-    grade_worker(Path(args.solution), Path(args.submission), Path(args.progress), args.timeout, args.cell_timeout)
+    spec = json.loads(args.sandbox) if args.sandbox else None
+    box = None
+    if spec is not None:
+        box = Sandbox(spec["mode"], [Path(h) for h in spec["hidden"]], Limits(**spec["limits"]), spec["uid"],
+                      Path(spec["scratch"]))
+    grade_worker(Path(args.solution), Path(args.submission), int(args.channel), args.timeout, args.cell_timeout, box)
     return 0
 
 
@@ -82,7 +112,8 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("solution")
             p.add_argument("submission" if name == "_worker" else "submissions")
         if name == "_worker":
-            p.add_argument("progress")
+            p.add_argument("channel", help="file descriptor the worker reports on")
+            p.add_argument("--sandbox", default="", help="JSON description of the kernel's sandbox")
         if name == "grade":
             p.add_argument("--out", default="grades.csv", help="CSV path; feedback/ goes beside it")
             p.add_argument("--jobs", type=int, default=1, help="submissions graded at once")

@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 import nbformat
+from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbformat import NotebookNode
 
 from .markup import KERNEL_NAME, MAX_KERNEL_STARTS, MAX_OUTPUT_CHARS, cell_key
+from .sandbox import Sandbox
 
 
 @dataclass
@@ -49,6 +51,21 @@ class _CappedClient(NotebookClient):
         return super().output(outs, msg, display_id, cell_index)
 
 
+class _SandboxedKernelManager(AsyncKernelManager):
+    """A kernel manager whose kernel starts inside a :class:`~lrkit.course.sandbox.Sandbox`."""
+
+    sandbox: Sandbox | None = None
+
+    def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
+        cmd = super().format_kernel_cmd(extra_arguments)
+        return self.sandbox.command(cmd) if self.sandbox is not None else cmd
+
+    def write_connection_file(self, **kwargs: Any) -> None:
+        super().write_connection_file(**kwargs)
+        if self.sandbox is not None:
+            self.sandbox.give(Path(self.connection_file))
+
+
 def _error_message(content: dict[str, Any]) -> str:
     """``"Name: message"`` of an execute reply's error (the message cut at 2000 characters)."""
     ename, evalue = str(content.get("ename", "Error")), str(content.get("evalue", ""))
@@ -67,10 +84,21 @@ def kernel_env() -> dict[str, str]:
 
 
 def _run_attempt(nb: NotebookNode, skip: dict[int, CellRecord], deadline: float, cell_timeout: float, cwd: str,
-                 records: dict[int, CellRecord], on_event: Callable[[str, Any], None]) -> int | None:
+                 records: dict[int, CellRecord], on_event: Callable[[str, Any], None],
+                 sandbox: Sandbox | None = None) -> int | None:
     """Run every code cell not in ``skip`` in one fresh kernel; the index of a fatal cell, if any."""
     replies: dict[int, dict[str, Any]] = {}
-    client = _CappedClient(nb, kernel_name=KERNEL_NAME, allow_errors=True, shutdown_kernel="immediate",
+    km = _SandboxedKernelManager(kernel_name=KERNEL_NAME)
+    launch: dict[str, Any] = {}
+    env = kernel_env()
+    if sandbox is not None:
+        km.sandbox = sandbox
+        if sandbox.scratch is not None:
+            km.connection_file = str(sandbox.scratch / "kernel.json")
+            cwd = str(sandbox.scratch)
+        env = sandbox.env(env)
+        launch["preexec_fn"] = sandbox.preexec()
+    client = _CappedClient(nb, km=km, kernel_name=KERNEL_NAME, allow_errors=True, shutdown_kernel="immediate",
                            startup_timeout=max(10, int(deadline - time.monotonic())), iopub_timeout=2,
                            on_cell_executed=lambda cell, cell_index, execute_reply: replies.update(
                                {cell_index: execute_reply}))
@@ -79,7 +107,7 @@ def _run_attempt(nb: NotebookNode, skip: dict[int, CellRecord], deadline: float,
         records[i] = CellRecord(i, cell_key(nb.cells[i]), status, message)
         on_event("record", records[i])
 
-    with client.setup_kernel(cwd=cwd, env=kernel_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL):
+    with client.setup_kernel(cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **launch):
         on_event("kernel", getattr(client.km.provisioner, "pid", None))
         for i, cell in enumerate(nb.cells):
             if cell.cell_type != "code" or i in skip:
@@ -112,12 +140,14 @@ def _run_attempt(nb: NotebookNode, skip: dict[int, CellRecord], deadline: float,
 
 
 def execute_cells(nb: NotebookNode, *, timeout: float = 300, cell_timeout: float = 60, cwd: str | None = None,
-                  on_event: Callable[[str, Any], None] = lambda kind, value: None) -> list[CellRecord]:
+                  on_event: Callable[[str, Any], None] = lambda kind, value: None,
+                  sandbox: Sandbox | None = None) -> list[CellRecord]:
     """Run ``nb``'s code cells in order, each in a kernel with a time limit; never raises.
 
     A cell that times out or kills the kernel is recorded, and the notebook is run again in a
     fresh kernel without it (at most ``MAX_KERNEL_STARTS`` kernels), so that later cells are
     still graded. Cells left when the notebook's ``timeout`` runs out are recorded ``not-run``.
+    With a ``sandbox`` the kernel starts inside it, in its scratch folder.
     """
     deadline = time.monotonic() + timeout
     records: dict[int, CellRecord] = {}
@@ -125,7 +155,7 @@ def execute_cells(nb: NotebookNode, *, timeout: float = 300, cell_timeout: float
     with tempfile.TemporaryDirectory(prefix="lrkit-run-") as tmp:
         for _ in range(MAX_KERNEL_STARTS):
             try:
-                culprit = _run_attempt(nb, fatal, deadline, cell_timeout, cwd or tmp, records, on_event)
+                culprit = _run_attempt(nb, fatal, deadline, cell_timeout, cwd or tmp, records, on_event, sandbox)
             except Exception as e:  # kernel failed to start, or a broken channel
                 culprit, problem = None, f"not run: the kernel could not run the notebook ({type(e).__name__}: {e})"
                 records.update({i: CellRecord(i, cell_key(c), "not-run", problem) for i, c in enumerate(nb.cells)

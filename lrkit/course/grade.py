@@ -7,11 +7,12 @@ import copy
 import csv
 import json
 import os
-import re
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,9 +21,11 @@ from typing import Any, Iterable, Sequence
 import nbformat
 from nbformat import NotebookNode
 
-from .markup import MAX_SUBMISSION_BYTES, cell_key, is_graded_cell, is_solution_cell, nbgrader, read_notebook
-from .generate import generate_exercise
 from .execute import CellRecord, execute_cells, kernel_env
+from .generate import generate_exercise
+from .markup import MAX_SUBMISSION_BYTES, cell_key, is_graded_cell, is_solution_cell, nbgrader, read_notebook
+from .sandbox import Limits, Sandbox, detect
+from .tamper import tamper_findings
 
 
 @dataclass(frozen=True)
@@ -127,11 +130,32 @@ def assemble(solution: NotebookNode, submission: NotebookNode) -> tuple[Notebook
     return nb, notes
 
 
-def score(solution: NotebookNode, records: Sequence[CellRecord], notes: Sequence[str]) -> list[Score]:
+def tampering(solution: NotebookNode, graded: NotebookNode) -> dict[str, str]:
+    """``{grade_id: reason}`` for every exercise at or after the first cell the student wrote that
+    tampers with the interpreter (see :mod:`lrkit.course.tamper`); locked cells are not scanned."""
+    locked = {cell.source for cell in solution.cells if not is_solution_cell(cell)}
+    found, reason = {}, ""
+    for cell in graded.cells:
+        if cell.cell_type == "code" and not reason and cell.source not in locked:
+            why = tamper_findings(cell.source)
+            if why:
+                where = cell_key(cell) or "a cell you added"
+                reason = (f"scored 0: your code in {where!r} can tamper with the checks ({'; '.join(why)}); "
+                          "no exercise needs this - ask your instructor if you think this is wrong")
+        if reason and is_graded_cell(cell):
+            found[cell_key(cell)] = reason
+    return found
+
+
+def score(solution: NotebookNode, records: Sequence[CellRecord], notes: Sequence[str],
+          tampered: dict[str, str] | None = None) -> list[Score]:
     """Points per exercise from the run's records, with a reason for every lost point."""
     by_key = {r.key: r for r in records}
     scores = []
     for ex in exercises_of(solution):
+        if tampered and ex.grade_id in tampered:
+            scores.append(Score(ex.grade_id, 0.0, ex.points, tampered[ex.grade_id]))
+            continue
         rec = by_key.get(ex.grade_id)
         if rec is not None and rec.ok:
             scores.append(Score(ex.grade_id, ex.points, ex.points))
@@ -170,88 +194,155 @@ def load_submission(path: Path) -> NotebookNode:
     return nb
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data), encoding="utf-8")
-    os.replace(tmp, path)
+def grade_worker(solution_path: Path, submission_path: Path, channel: int, timeout: float, cell_timeout: float,
+                 sandbox: Sandbox | None = None) -> None:
+    """Run one submission; after every event write the whole state (JSON: notes, records, tampered,
+    kernel pids, done) as one line to the file descriptor ``channel``.
 
+    The kernel never holds ``channel`` (kernels start with their descriptors closed, inside the
+    sandbox), so what the grader reads there comes from this process alone.
+    """
+    state: dict[str, Any] = {"notes": [], "records": [], "tampered": {}, "kernels": [], "done": False}
+    out = os.fdopen(channel, "w", encoding="utf-8", buffering=1)
 
-def grade_worker(solution_path: Path, submission_path: Path, progress: Path, timeout: float,
-                 cell_timeout: float) -> None:
-    """Run one submission and keep ``progress`` (JSON: notes, records, kernel pids) up to date."""
-    state: dict[str, Any] = {"notes": [], "records": [], "kernels": [], "done": False}
+    def send() -> None:
+        out.write(json.dumps(state) + "\n")
+
     try:
         solution = read_notebook(solution_path)
         nb, state["notes"] = assemble(solution, load_submission(submission_path))
-        _write_json(progress, state)
+        state["tampered"] = tampering(solution, nb)
+        send()
 
         def on_event(kind: str, value: Any) -> None:
             if kind == "kernel":
                 state["kernels"].append(value)
             else:
                 state["records"] = [r for r in state["records"] if r["index"] != value.index] + [asdict(value)]
-            _write_json(progress, state)
+            send()
 
         state["records"] = [asdict(r) for r in execute_cells(nb, timeout=timeout, cell_timeout=cell_timeout,
-                                                             on_event=on_event)]
+                                                             on_event=on_event, sandbox=sandbox)]
     except ValueError as e:
         state["notes"].append(str(e))
     except Exception as e:  # a grader bug must cost this submission, not the whole run
         state["notes"].append(f"the grader failed on this submission: {type(e).__name__}: {e}")
     state["done"] = True
-    _write_json(progress, state)
+    send()
+    out.close()
 
 
 def _kill_kernels(pids: Iterable[Any]) -> None:
-    """Kill the process groups of kernels a dead worker left behind (only if still ipykernels)."""
+    """Kill the process groups of kernels a dead worker left behind (only if still kernels)."""
     for pid in pids:
         try:
             cmdline = Path(f"/proc/{int(pid)}/cmdline").read_bytes()
-            if b"ipykernel" in cmdline:
+            if b"ipykernel" in cmdline or b"bwrap" in cmdline or b"unshare" in cmdline:
                 os.killpg(os.getpgid(int(pid)), signal.SIGKILL)
         except (OSError, TypeError, ValueError):
             pass
 
 
+def _read_lines(stream: Any, sink: list[str]) -> None:
+    for line in stream:
+        sink.append(line)
+
+
 def grade_submission(solution_path: Path, submission_path: Path, timeout: float = 300,
-                     cell_timeout: float = 60) -> Grade:
-    """Grade one submission in a separate process (it may kill its kernel or its parent: we survive)."""
+                     cell_timeout: float = 60, sandbox: Sandbox | None = None, index: int = 0) -> Grade:
+    """Grade one submission in a separate worker process, its kernel inside ``sandbox``.
+
+    The worker starts with ``python -P`` in an empty folder of its own (nothing planted in a
+    working folder is imported), reports over a pipe only it holds, and whatever the kernel left
+    running is killed at the end (every process of the kernel's user id, or its process group).
+    """
     solution, start = read_notebook(solution_path), time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="lrkit-grade-") as tmp:
-        progress = Path(tmp) / "progress.json"
-        cmd = [sys.executable, "-m", "lrkit.course", "_worker", str(solution_path), str(submission_path),
-               str(progress), "--timeout", str(timeout), "--cell-timeout", str(cell_timeout)]
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True, env=kernel_env())
+    box = (sandbox or Sandbox("none")).prepare(index)
+    spec = json.dumps({"mode": box.mode, "hidden": [str(h) for h in box.hidden], "uid": box.uid,
+                       "scratch": str(box.scratch), "limits": asdict(box.limits)})
+    lines: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="lrkit-worker-") as cwd:
+        read_fd, write_fd = os.pipe()
+        cmd = [sys.executable, "-P", "-m", "lrkit.course", "_worker", str(solution_path), str(submission_path),
+               str(write_fd), "--timeout", str(timeout), "--cell-timeout", str(cell_timeout), "--sandbox", spec]
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True, env=kernel_env(), cwd=cwd, pass_fds=(write_fd,))
+        os.close(write_fd)
+        reader = threading.Thread(target=_read_lines, args=(os.fdopen(read_fd, encoding="utf-8"), lines),
+                                  daemon=True)
+        reader.start()
         try:
             proc.wait(timeout=timeout + 60)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-        state = json.loads(progress.read_text()) if progress.exists() else {"notes": [], "records": []}
-        if not state.get("done"):
-            _kill_kernels(state.get("kernels", []))
-    notes = list(state["notes"])
+        reader.join(timeout=10)
+    state: dict[str, Any] = {"notes": [], "records": []}
+    for line in reversed(lines):
+        try:
+            state = json.loads(line)
+            break
+        except ValueError:
+            continue
+    _kill_kernels(state.get("kernels", []))
+    box.cleanup()
+    notes = list(state.get("notes", []))
     if not state.get("done"):
         notes.append("the grading process was stopped before the end (did the notebook kill its parent process?)")
-    records = [CellRecord(**r) for r in state["records"]]
-    return Grade(submission_path.stem, score(solution, records, notes), notes, time.monotonic() - start)
+    if not box.isolated:
+        notes.append(box.warning())
+    records = [CellRecord(**r) for r in state.get("records", [])]
+    return Grade(submission_path.stem, score(solution, records, notes, state.get("tampered")), notes,
+                 time.monotonic() - start)
 
 
 def grade_folder(solution_path: Path, submissions: Path, out_csv: Path, timeout: float = 300,
-                 cell_timeout: float = 60, jobs: int = 1) -> list[Grade]:
-    """Grade every ``*.ipynb`` in ``submissions``; write ``out_csv`` and ``feedback/<student>.txt`` beside it."""
-    paths = sorted(submissions.glob("*.ipynb"))
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        grades = list(pool.map(lambda p: grade_submission(solution_path, p, timeout, cell_timeout), paths))
+                 cell_timeout: float = 60, jobs: int = 1, limits: Limits | None = None,
+                 sandbox_modes: Sequence[str] | None = None) -> list[Grade]:
+    """Grade every ``*.ipynb`` in ``submissions``; write ``out_csv`` and ``feedback/<student>.txt`` beside it.
+
+    Every submission and the solution are first copied into a private folder (mode 0700), so a
+    submission cannot change another one, or the solution, before it is graded; kernels run in the
+    strongest sandbox available (:func:`lrkit.course.sandbox.detect`), which hides the solution's
+    folder, the submissions' folder and the private folder. Without a sandbox the
+    console and every CSV row carry a warning.
+    """
+    for value, name in ((timeout, "timeout"), (cell_timeout, "cell_timeout")):
+        if not (isinstance(value, (int, float)) and value > 0):
+            raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+    if not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be a positive int, got {jobs!r}")
+    solution_path, submissions, out_csv = solution_path.resolve(), submissions.resolve(), out_csv.resolve()
+    if not solution_path.is_file():
+        raise FileNotFoundError(f"solution notebook {solution_path} does not exist")
+    private = Path(tempfile.mkdtemp(prefix="lrkit-grader-"))
+    try:
+        os.chmod(private, 0o700)
+        shutil.copyfile(solution_path, private / "solution.ipynb")
+        (private / "submissions").mkdir()
+        paths = []
+        for p in sorted(submissions.glob("*.ipynb")):
+            if p.is_file():
+                paths.append(private / "submissions" / p.name)
+                shutil.copyfile(p, paths[-1])
+        hidden = [solution_path.parent, submissions, private]
+        box = detect(hidden=hidden, limits=limits, allow=sandbox_modes)
+        if not box.isolated:
+            print(box.warning(), file=sys.stderr)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+            grades = list(pool.map(lambda ip: grade_submission(private / "solution.ipynb", ip[1], timeout,
+                                                               cell_timeout, box, ip[0]), enumerate(paths)))
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
     ids = [ex.grade_id for ex in exercises_of(read_notebook(solution_path))]
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     with out_csv.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(["student", *ids, "total", "max"])
+        writer.writerow(["student", *ids, "total", "max", "notes"])
         for g in grades:
             points = {s.grade_id: s.points for s in g.scores}
-            writer.writerow([g.student, *(f"{points[i]:g}" for i in ids), f"{g.total:g}", f"{g.max_total:g}"])
+            writer.writerow([g.student, *(f"{points[i]:g}" for i in ids), f"{g.total:g}", f"{g.max_total:g}",
+                             " | ".join(g.notes)])
     feedback_dir = out_csv.parent / "feedback"
     feedback_dir.mkdir(exist_ok=True)
     for g in grades:
