@@ -130,3 +130,81 @@ def test_sizes_knows_both_scales() -> None:
     assert dl.sizes("small")["hidden"] == 8 and dl.sizes("full")["n_out"] == 1000
     with pytest.raises(ValueError, match="scale"):
         dl.sizes("huge")
+
+
+# --------------------------------------------------------------------------- unbalanced modes, GD lag, hierarchy
+def _rk4(s: float, c: float, u0: float, T: float, n: int = 2000) -> torch.Tensor:
+    h, u = T / n, torch.tensor(u0, dtype=torch.float64)
+    out = [u.clone()]
+    for _ in range(n):
+        k1 = dl.unbalanced_rate(u, s, c)
+        k2 = dl.unbalanced_rate(u + h / 2 * k1, s, c)
+        k3 = dl.unbalanced_rate(u + h / 2 * k2, s, c)
+        k4 = dl.unbalanced_rate(u + h * k3, s, c)
+        u = u + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+        out.append(u.clone())
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("s,c,u0", [(2.0, 0.5, 0.0), (2.0, -3.0, -0.5), (1.0, 10.0, 0.0), (3.0, 0.3, 4.0),
+                                    (-2.0, 1.0, 0.1), (2.0, 0.0, 1e-3)])
+def test_unbalanced_trajectory_solves_the_ode(s: float, c: float, u0: float) -> None:
+    t = torch.linspace(0, 4, 2001, dtype=torch.float64)
+    assert torch.allclose(dl.unbalanced_trajectory(t, s, c, u0), _rk4(s, c, u0, 4.0), atol=1e-9)
+
+
+def test_unbalanced_limits_and_vectorisation() -> None:
+    t = torch.linspace(0, 3, 50, dtype=torch.float64)
+    assert torch.allclose(dl.unbalanced_trajectory(t, 2.0, 0.0, 1e-3), dl.saxe_trajectory(t, 2.0, 1e-3), atol=1e-12)
+    lazy = dl.unbalanced_trajectory(t, 1.0, 1e4, 0.0, tau=1e4)       # |c| >> s: u = s (1 - e^{-|c| t / tau})
+    assert torch.allclose(lazy, 1 - torch.exp(-t), atol=1e-3)
+    u = dl.unbalanced_trajectory(t[:, None, None], torch.tensor([1.0, 2.0]), torch.tensor([[0.1], [-1.0]]), 0.0)
+    assert u.shape == (50, 2, 2)
+    T = dl.unbalanced_time(0.0, 0.7, 1.0, 0.3, tau=2.0)
+    assert float(dl.unbalanced_trajectory(T, 1.0, 0.3, 0.0, tau=2.0)) == pytest.approx(0.7, rel=1e-10)
+
+
+def test_mode_pair_gd_follows_the_hyperbola_and_the_flow() -> None:
+    a, b = dl.mode_pair_gd(20000, 1.5, 0.5, 0.0, 1e-4)
+    assert float(((a ** 2 - b ** 2) - 0.25).abs().max()) < 1e-4
+    t = torch.arange(20001, dtype=torch.float64) * 1e-4
+    assert float((a * b - dl.unbalanced_trajectory(t, 1.5, 0.25, 0.0)).abs().max()) < 1e-3
+
+
+@pytest.mark.parametrize("depth", [2, 3])
+def test_full_matrix_gd_is_the_scalar_recursion_and_lags_as_predicted(depth: int) -> None:
+    s = torch.tensor([3.0, 1.0], dtype=torch.float64)
+    target, U, V = dl.mode_target(s.tolist(), seed=0)
+    run = dl.train_deep_linear(target, U, V, dl.decoupled_init(U, V, 1e-2, depth=depth), lr=2e-3, steps=6000,
+                               record_every=1)
+    rec = dl.discrete_mode_trajectory(6000, s, 1e-2, 2e-3, depth=depth)
+    assert float((run.modes[0] - rec).abs().max()) < 1e-10
+    lag = dl.half_times(run.t, run.modes[0], s) - dl.deep_learning_time(s, 1e-2, s / 2, depth=depth)
+    assert torch.allclose(lag, dl.gd_lag(2e-3, s, 1e-2, s / 2, depth=depth), rtol=0.01)
+
+
+def test_tree_modes_are_levels_and_truncation_loss_is_eckart_young() -> None:
+    sigma, U, V, s, level = dl.tree_modes(3)
+    assert level.tolist() == [0, 1, 2, 2, 3, 3, 3, 3]
+    assert all(float(s[level == l].min()) > float(s[level == l + 1].max()) for l in range(3))
+    assert torch.allclose(U @ torch.diag(s) @ V.T, sigma.cpu(), atol=1e-12)
+    assert dl.truncation_loss([1.0, 3.0, 2.0], 1) == pytest.approx(2.5)
+    assert float(dl.level_strengths(sigma, U, V, level)[0]) == pytest.approx(float(s[0]))
+
+
+@pytest.mark.parametrize("call,exc,match", [
+    (lambda: dl.unbalanced_trajectory(1.0, 0.0, 1.0, 0.1), ValueError, "s"),
+    (lambda: dl.unbalanced_trajectory(1.0, 1.0, 0.0, -0.1), ValueError, "saddle"),
+    (lambda: dl.unbalanced_trajectory(-1.0, 1.0, 0.5, 0.1), ValueError, "t must"),
+    (lambda: dl.unbalanced_trajectory(1.0, 1.0, float("nan"), 0.1), ValueError, "c"),
+    (lambda: dl.unbalanced_time(0.0, 2.0, 1.0, 0.5), ValueError, "uf"),
+    (lambda: dl.gd_lag(0.0, 1.0, 0.1, 0.5), ValueError, "lr"),
+    (lambda: dl.gd_lag(1e-3, 1.0, 0.5, 0.1), ValueError, "uf"),
+    (lambda: dl.discrete_mode_trajectory(0, 1.0, 0.1, 1e-3), ValueError, "steps"),
+    (lambda: dl.tree_modes(0), ValueError, "levels"),
+    (lambda: dl.truncation_loss([1.0, -1.0], 1), ValueError, "strengths"),
+    (lambda: dl.truncation_loss([1.0], 1.5), TypeError, "rank"),
+])
+def test_new_bad_inputs(call, exc: type, match: str) -> None:
+    with pytest.raises(exc, match=match):
+        call()

@@ -111,3 +111,54 @@ def test_divergence_is_flagged() -> None:
 def test_bad_inputs(call, exc: type, match: str) -> None:
     with pytest.raises(exc, match=match):
         call()
+
+
+# --------------------------------------------------------------------------- learning: features, tied, poles
+def test_feature_statistics_match_the_time_domain_and_one_pole() -> None:
+    u = ssm.colored_noise(128, 0.3, 2, seed=0)
+    y = ssm.ssm_fft(torch.tensor([0.5], **F64), torch.ones(1, **F64), torch.tensor([1.5], **F64), u, periodic=True)
+    poles = [0.9, -0.5, 0.0]
+    sig, gram = ssm.feature_statistics(u, y, poles)
+    z = torch.stack([ssm.filtered_input(p, u) for p in poles])
+    assert torch.allclose(sig, (z * y).mean((-1, -2)), atol=1e-10)
+    assert torch.allclose(gram, torch.einsum("nml,pml->np", z, z) / z[0].numel(), atol=1e-10)
+    assert float(sig[0]) == pytest.approx(ssm.frequency_statistics(u, y, 0.9)[0], rel=1e-10)
+
+
+def test_train_tied_follows_the_latent_laws_and_freeze_c_freezes() -> None:
+    u = ssm.colored_noise(128, 0.0, 1, seed=1)
+    y = ssm.ssm_fft(torch.tensor([0.5], **F64), torch.ones(1, **F64), torch.tensor([1.5], **F64), u, periodic=True)
+    suy, suu = ssm.frequency_statistics(u, y, 0.9)
+    s = suy / suu
+    Ns = [1, 4]
+    r = ssm.train_tied(u, y, 0.9, Ns, [0.0, 0.0], [0.3, 0.3], 2e-5, 60000, freeze_c=True)
+    h = dl.half_times(r.t, r.product[:, :, None], [s])[:, 0]
+    assert torch.allclose(h, ssm.latent_half_time(Ns, suy, suu, "tied frozen", c0=0.3), rtol=0.01)
+    assert torch.allclose(r.C, torch.full((2, 1), 0.3, **F64))
+    A = torch.full((1, 3), 0.9, **F64)
+    run = ssm.train_ssm(u, y, A, torch.zeros(1, 3, **F64), torch.full((1, 3), 0.2, **F64), 1e-3, 50,
+                        freeze_C=True)
+    assert torch.equal(run.C, torch.full((1, 3), 0.2, **F64)) and bool((run.B != 0).all())
+
+
+def test_pole_gradient_is_autograd_and_curvature_is_the_second_derivative() -> None:
+    u = ssm.colored_noise(64, 0.3, 2, seed=2)
+    y = ssm.ssm_scan(torch.tensor([0.6], **F64), torch.ones(1, **F64), torch.tensor([1.2], **F64), u, periodic=True)
+    a = torch.tensor([0.3], **F64, requires_grad=True)
+    loss = 0.5 * (ssm.ssm_scan(a, torch.ones(1, **F64), torch.tensor([0.9], **F64), u, periodic=True) - y
+                  ).square().mean()
+    g = torch.autograd.grad(loss, a)[0]
+    assert float(ssm.pole_gradient(u, y, 0.3, 0.9)[0]) == pytest.approx(float(g), rel=1e-9)
+    eps = 1e-4  # at the teacher's own pole and gain the gradient's slope is lambda
+    slope = (ssm.pole_gradient(u, y, 0.6 + eps, 1.2) - ssm.pole_gradient(u, y, 0.6 - eps, 1.2)) / (2 * eps)
+    assert float(slope[0]) == pytest.approx(float(ssm.pole_curvature(u, 0.6, 1.2)[0]), rel=1e-6)
+
+
+def test_isolated_half_times_marks_saddles_and_latent_bad_inputs() -> None:
+    sig, gram = torch.tensor([1.0, 2.0], **F64), torch.eye(2, **F64)
+    t = ssm.isolated_half_times(sig, gram, torch.tensor([1e-3, -1e-3], **F64), torch.tensor([1e-3, 1e-3], **F64))
+    assert math.isfinite(float(t[0])) and math.isinf(float(t[1]))
+    with pytest.raises(ValueError, match="scheme"):
+        ssm.latent_half_time(2, 1.0, 1.0, "shared")
+    with pytest.raises(ValueError, match="a0"):
+        ssm.train_pole(torch.ones(4, **F64), torch.ones(4, **F64), 1.2, 1.0, 1e-3, 2)
