@@ -176,6 +176,19 @@ PLANTED_09: Planted = [
     ("step_check", "sgd_step", "dldb = -2 * r", "dldb = -r"),
 ]
 
+PLANTED_10: Planted = [
+    ("ga_cosine_check", "ga_cosine", "energy[: 2 * r]", "energy[:r]"),                      # r, not 2r
+    ("ga_cosine_check", "ga_cosine", "descending=True).values.square()", "descending=True).values"),  # no squares
+    ("ga_cosine_check", "ga_cosine", "energy.sum()).sqrt())", "energy.sum()))"),            # no square root
+    ("dora_forward_check", "dora_forward", "n = W.detach().norm(dim=1)", "n = W.norm(dim=1)"),   # not detached
+    ("dora_forward_check", "dora_forward", "n = W.detach().norm(dim=1)", "n = W0.norm(dim=1)"),  # W0's norm
+    ("dora_forward_check", "dora_forward", "n = W.detach().norm(dim=1)", "n = W.detach().norm(dim=0)"),
+    ("pissa_gradient_check", "pissa_gradient", "A = S[:r].sqrt()[:, None] * Vh[:r]", "A = S[:r, None] * Vh[:r]"),
+    ("pissa_gradient_check", "pissa_gradient", "return (W0 - W_star) @ A.T", "return (W_star - W0) @ A.T"),
+    ("pissa_gradient_check", "pissa_gradient", "A = S[:r].sqrt()[:, None] * Vh[:r]",
+     "A = S[:r].sqrt()[:, None] * U[:, :r].T"),
+]
+
 # chapter -> (its checks submodule, total points, planted mistakes)
 CHAPTERS: dict[str, tuple[str, int, Planted]] = {
     "01_lora": ("lrkit.checks.lora", 14, PLANTED_01),
@@ -187,4 +200,5 @@ CHAPTERS: dict[str, tuple[str, int, Planted]] = {
     "07_random_features": ("lrkit.checks.rf", 10, PLANTED_07),
     "08_lora_forgetting": ("lrkit.checks.forgetting", 10, PLANTED_08),
     "09_beyond_kernels": ("lrkit.checks.beyond_kernels", 12, PLANTED_09),
+    "10_lora_variants": ("lrkit.checks.variants", 9, PLANTED_10),
 }
