@@ -7,20 +7,28 @@ which device and which scale produced the numbers on the page.
   (override with ``LRKIT_DEVICE=cpu|cuda|mps``);
 * scale: ``LRKIT_SCALE=small|full``; by default ``full`` on CUDA and ``small``
   otherwise. ``small`` fits a 2-core laptop in well under a minute per lesson,
-  ``full`` reproduces the papers' regime on a GPU.
+  ``full`` reproduces the papers' regime on a GPU;
+* dtype: Apple's MPS has no float64 (nor complex128): :func:`float_dtype` names the widest
+  real dtype a device computes in (float64 on the CPU and CUDA, float32 on MPS) and
+  :func:`to_device_dtype` moves a tensor there, narrowing it where the device needs it.
 """
 
 from __future__ import annotations
 
 import os
 import random
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator, Literal
+from typing import Literal
 
 import numpy as np
 import torch
 
 from ._validate import check_seed
+
+__all__ = ["DEVICES", "SCALES", "by_scale", "complex_dtype", "describe_env", "few_threads", "float_dtype",
+           "generator", "get_device", "get_scale", "get_seed", "resolve_scale", "seed_everything",
+           "to_device_dtype"]
 
 Scale = Literal["small", "full"]
 SCALES: tuple[str, ...] = ("small", "full")
@@ -48,6 +56,37 @@ def get_device() -> torch.device:
     if _mps_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def float_dtype(device: torch.device | str | None = None) -> torch.dtype:
+    """The widest real dtype ``device`` computes in: float64, or float32 on MPS (which has no float64).
+
+    ``None`` means :func:`get_device`. Code that wants float64 for accuracy asks for
+    ``float_dtype(dev)`` instead, so the same line runs on every device.
+    """
+    dev = get_device() if device is None else torch.device(device)
+    return torch.float32 if dev.type == "mps" else torch.float64
+
+
+def complex_dtype(device: torch.device | str | None = None) -> torch.dtype:
+    """complex128, or complex64 on MPS: the complex partner of :func:`float_dtype`."""
+    return torch.complex64 if float_dtype(device) == torch.float32 else torch.complex128
+
+
+def to_device_dtype(tensor: torch.Tensor, device: torch.device | str | None = None,
+                    dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``tensor`` on ``device`` (default: where it is) in ``dtype`` (default: :func:`float_dtype`).
+
+    A float64 (complex128) ``dtype`` becomes float32 (complex64) on MPS; the dtype is changed on
+    whichever side supports both, so a CPU float64 tensor reaches MPS as float32.
+    """
+    dev = tensor.device if device is None else torch.device(device)
+    want = float_dtype(dev) if dtype is None else dtype
+    if dev.type == "mps":
+        want = {torch.float64: torch.float32, torch.complex128: torch.complex64}.get(want, want)
+    if tensor.device.type == "cpu":
+        return tensor.to(want).to(dev)
+    return tensor.to(dev).to(want)
 
 
 def get_scale() -> Scale:

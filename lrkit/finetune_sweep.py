@@ -21,41 +21,39 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from ._validate import choice, positive_float
-from .finetune import METHODS, OPTIMIZERS, FinetuneResult, Optimizer, RegressionData, TrainLog, mse
-from .lora import LoRALinear, add_lora, count_parameters
+from ._validate import blowup_factor, choice, positive_float, positive_int
+from .env import few_threads
+from .finetune import METHODS, OPTIMIZERS, FinetuneResult, Optimizer, RegressionData, TrainLog, adapted_copy, mse
+from .lora import LoRALinear, count_parameters
 from .optim import AdamState, batched_adam_step, batched_sgd_step
 
 __all__ = ["finetune_lrs", "finetune_best_lr"]
 
 
-def _prepare(model: nn.Module, method: str, rank: int | None, alpha: float | None, rslora: bool,
-             targets: Sequence[str] | str | None, seed: int) -> nn.Sequential:
-    """The adapted (or fully trainable) copy every configuration starts from."""
+def _check_layers(model: nn.Module) -> None:
     if not isinstance(model, nn.Sequential):
         raise TypeError(f"model must be an nn.Sequential of nn.Linear layers and activations (as make_mlp "
                         f"builds), got {type(model).__name__}")
     for name, m in model.named_children():
         if not isinstance(m, nn.Linear) and any(True for _ in m.parameters()):
             raise TypeError(f"model layer {name!r} ({type(m).__name__}) has parameters but is not nn.Linear")
-    tuned = copy.deepcopy(model)
-    if method == "lora":
-        if rank is None:
-            raise ValueError("rank is required for method='lora' (an int >= 1)")
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            add_lora(tuned, rank, alpha=alpha, targets=targets, rslora=rslora)
-    else:
-        if rank is not None or targets is not None:
-            raise ValueError("rank and targets must be None for method='full' (every weight trains)")
-        for p in tuned.parameters():
-            p.requires_grad_(True)
-    return tuned
+
+
+def _rates(lrs: object) -> list[float]:
+    """``lrs`` as a list of positive finite floats (a sequence, a 1-D array or tensor), else a clear error."""
+    if isinstance(lrs, (str, bytes)) or not hasattr(lrs, "__iter__") or getattr(lrs, "ndim", 1) == 0:
+        raise TypeError(f"lrs must be a non-empty sequence of learning rates, e.g. [1e-3, 3e-3], "
+                        f"got {type(lrs).__name__}")
+    rates = [positive_float(v, "lrs[i]") for v in lrs]
+    if not rates:
+        raise ValueError("lrs must be a non-empty list of learning rates")
+    return rates
 
 
 def _forward(layers: list[tuple[str, nn.Module]], params: dict[str, torch.Tensor], x: torch.Tensor,
@@ -77,20 +75,24 @@ def _forward(layers: list[tuple[str, nn.Module]], params: dict[str, torch.Tensor
 def finetune_lrs(model: nn.Module, data: RegressionData, lrs: Sequence[float], method: str = "lora",
                  rank: int | None = None, steps: int = 300, optimizer: Optimizer = "adam",
                  alpha: float | None = None, rslora: bool = False, targets: Sequence[str] | str | None = None,
-                 seed: int = 0, blowup: float = 1e4) -> list[FinetuneResult]:
+                 seed: int = 0, blowup: float = 1e4, check_every: int = 50) -> list[FinetuneResult]:
     """One :class:`~lrkit.finetune.FinetuneResult` per learning rate in ``lrs``, trained as one batch.
 
     Arguments as :func:`lrkit.finetune.finetune`; every configuration starts from the same adapter
-    draw (seeded by ``seed``), so configuration ``k`` equals ``finetune(..., lr=lrs[k])``.
+    draw (seeded by ``seed``, drawn on the CPU), so configuration ``k`` equals
+    ``finetune(..., lr=lrs[k])``. Curves stay on the device; the host looks once every
+    ``check_every`` steps (to stop when every configuration has diverged).
     """
     choice(method, "method", METHODS)
     choice(optimizer, "optimizer", OPTIMIZERS)
-    rates = [positive_float(v, "lrs[i]") for v in lrs]
-    if not rates:
-        raise ValueError("lrs must be a non-empty list of learning rates")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive int (>= 1), got {steps!r}")
-    tuned = _prepare(model, method, rank, alpha, rslora, targets, seed)
+    rates = _rates(lrs)
+    steps = positive_int(steps, "steps")
+    blowup = blowup_factor(blowup)
+    check_every = positive_int(check_every, "check_every")
+    if not isinstance(data, RegressionData):
+        raise TypeError(f"data must be a RegressionData (from sample_data), got {type(data).__name__}")
+    _check_layers(model)
+    tuned = adapted_copy(model, method, rank, alpha, rslora, targets, seed)
     K, layers = len(rates), list(tuned.named_children())
     start: dict[str, torch.Tensor] = {}
     for name, m in layers:
@@ -102,39 +104,49 @@ def finetune_lrs(model: nn.Module, data: RegressionData, lrs: Sequence[float], m
                 start[name + ".bias"] = m.bias.detach()
     if not start:
         raise ValueError("model has no trainable parameters")
+    x, y = data.x_train, data.y_train
+    first = next(iter(start.values()))
+    if (first.dtype, first.device) != (x.dtype, x.device):
+        raise TypeError(f"data must have the model's dtype and device ({first.dtype} on {first.device}), "
+                        f"got {x.dtype} on {x.device}: convert one, e.g. model.to(data.x_train.dtype)")
     params = {k: v.unsqueeze(0).repeat(K, *([1] * v.ndim)).requires_grad_(True) for k, v in start.items()}
     states = {k: AdamState(p) for k, p in params.items()}
-    rate = torch.tensor(rates, device=data.x_train.device)
-    alive = torch.ones(K, dtype=torch.bool, device=rate.device)
-    curve = torch.full((K, steps + 1), float("nan"))
-    dead_at = [-1] * K
-    x, y = data.x_train, data.y_train
-    for t in range(steps + 1):
-        per = ((_forward(layers, params, x, K) - y) ** 2).mean((1, 2))
-        value = per.detach()
-        bad = alive & (~torch.isfinite(value) | ((value > blowup * curve[:, 0].to(value.device)) if t else False))
-        if bad.any():
-            for k in torch.nonzero(bad).flatten().tolist():
-                dead_at[k] = t
-            alive &= ~bad
-            with torch.no_grad():
-                for k, p in params.items():
-                    p[bad] = start[k]
+    dev = x.device
+    rate = torch.tensor(rates, device=dev)
+    alive = torch.ones(K, dtype=torch.bool, device=dev)
+    curve = torch.full((K, steps + 1), float("nan"), device=dev)
+    dead_at = torch.full((K,), -1, dtype=torch.long, device=dev)
+    work = 3.0 * K * x.shape[0] * sum(p[0].numel() for p in params.values())
+    with few_threads(dev, work):
+        for t in range(steps + 1):
             per = ((_forward(layers, params, x, K) - y) ** 2).mean((1, 2))
-        curve[:, t] = torch.where(alive, value, torch.nan).cpu()
-        if t == steps or not alive.any():
-            break
-        for p in params.values():
-            p.grad = None
-        per[alive].sum().backward()  # type: ignore[no-untyped-call]
-        with torch.no_grad():
-            step_rate = rate * alive.to(rate.dtype)
-            for k, p in params.items():
-                assert p.grad is not None
-                new = (batched_sgd_step(p, p.grad, step_rate) if optimizer == "sgd"
-                       else batched_adam_step(p, p.grad, states[k], step_rate))
-                p.copy_(new)
-    return [_result(tuned, method, rank, rslora, params, k, curve[k], dead_at[k], data) for k in range(K)]
+            value = per.detach()
+            bad = ~torch.isfinite(value)
+            if t:
+                bad = bad | (value > blowup * curve[:, 0])
+            bad = bad & alive
+            dead_at = torch.where(bad, t, dead_at)
+            alive = alive & ~bad
+            curve[:, t] = torch.where(alive, value, torch.nan)
+            if t == steps or (t % check_every == 0 and not bool(alive.any())):
+                break
+            for p in params.values():
+                p.grad = None
+            torch.where(alive, per, 0.0).sum().backward()  # type: ignore[no-untyped-call]
+            with torch.no_grad():
+                step_rate = rate * alive.to(rate.dtype)
+                for k, p in params.items():
+                    assert p.grad is not None
+                    keep = alive.view(K, *([1] * (p.ndim - 1)))
+                    grad = torch.where(keep, p.grad, 0.0)  # a diverged configuration takes no step
+                    new = (batched_sgd_step(p, grad, step_rate) if optimizer == "sgd"
+                           else batched_adam_step(p, grad, states[k], step_rate))
+                    p.copy_(torch.where(keep, new, start[k]))  # and stays at its start
+    with torch.no_grad():
+        for k, p in params.items():
+            p.copy_(torch.where(alive.view(K, *([1] * (p.ndim - 1))), p, start[k]))
+    curve, dead_list = curve.cpu(), dead_at.tolist()
+    return [_result(tuned, method, rank, rslora, params, k, curve[k], dead_list[k], data) for k in range(K)]
 
 
 def _result(tuned: nn.Module, method: str, rank: int | None, rslora: bool, params: dict[str, torch.Tensor],
@@ -154,9 +166,15 @@ def finetune_best_lr(model: nn.Module, data: RegressionData, lrs: Sequence[float
                      ) -> tuple[FinetuneResult, float]:
     """:func:`finetune_lrs`, then the run with the lowest final training loss and its learning rate.
 
-    Diverged runs (NaN) never win; if every run diverged the first is returned (flagged).
+    Diverged runs (NaN) never win. If every run diverged there is no best rate: the first run is
+    returned (flagged ``diverged``) with the rate ``NaN``, and a ``RuntimeWarning`` says so.
     """
-    runs = finetune_lrs(model, data, lrs, **kwargs)  # type: ignore[arg-type]
+    rates = _rates(lrs)
+    runs = finetune_lrs(model, data, rates, **kwargs)  # type: ignore[arg-type]
     scores = [r.final_loss if math.isfinite(r.final_loss) else math.inf for r in runs]
     i = min(range(len(runs)), key=scores.__getitem__)
-    return runs[i], float(list(lrs)[i])
+    if not math.isfinite(scores[i]):
+        warnings.warn(f"finetune_best_lr: every learning rate in {rates} diverged; no best rate (NaN returned)",
+                      RuntimeWarning, stacklevel=2)
+        return runs[0], math.nan
+    return runs[i], rates[i]

@@ -39,8 +39,8 @@ from typing import Literal
 
 import torch
 
-from ._validate import broadcast, check_seed, choice, positive_float, positive_int
-from .env import get_device
+from ._validate import as_int, blowup_factor, broadcast, check_device, check_seed, choice, positive_float, positive_int
+from .env import few_threads, float_dtype
 from .finetune import power_law_matrix
 from .init import check_init_name, init_lora_
 from .lora import lora_scaling
@@ -61,18 +61,30 @@ def power_law_teacher(n: int, decay: float = 0.5, seed: int = 0,
     With ``decay = 1/2`` the energy ``sigma_i^2 = n / i`` spreads over every direction: the best
     rank-``r`` update leaves ``(H_n - H_r) / H_n`` of it (``H`` harmonic numbers).
     """
-    positive_int(n, "n")
+    n = positive_int(n, "n")
+    dev = check_device(device)
     M = power_law_matrix(n, n, decay, seed=seed, device="cpu").to(torch.float64)
-    s = torch.arange(1, n + 1, dtype=torch.float64) ** -decay
+    s = torch.arange(1, n + 1, dtype=torch.float64) ** -float(decay)
     T: torch.Tensor = (M * (math.sqrt(n) * s.norm())).to(torch.float32)
-    return T.to(device if device is not None else get_device())
+    return T.to(dev)
 
 
 def eckart_young_floor(teacher: torch.Tensor, ranks: Sequence[int]) -> torch.Tensor:
-    """Best relative loss of a rank-``r`` update, ``sum_{i>r} sigma_i^2 / sum_i sigma_i^2``, per rank."""
+    """Best relative loss of a rank-``r`` update, ``sum_{i>r} sigma_i^2 / sum_i sigma_i^2``, per rank.
+
+    ``teacher`` (out, in); each rank in ``0 <= r <= min(out, in)`` (rank 0 leaves everything: 1).
+    """
+    if not isinstance(teacher, torch.Tensor) or teacher.ndim != 2:
+        raise ValueError(f"teacher must be a 2-D tensor (out, in), got {getattr(teacher, 'shape', teacher)!r}")
+    m = min(teacher.shape)
+    if isinstance(ranks, (str, bytes)) or not hasattr(ranks, "__iter__") or getattr(ranks, "ndim", 1) == 0:
+        raise TypeError(f"ranks must be a sequence of ranks, got {type(ranks).__name__}")
+    rs = [as_int(r, "ranks[i]") for r in ranks]
+    if not rs or not all(0 <= r <= m for r in rs):
+        raise ValueError(f"ranks must be a non-empty list of ints with 0 <= r <= min(out, in) = {m}, got {rs}")
     s2 = torch.linalg.svdvals(teacher.detach().cpu().to(torch.float64)).square()
-    tail = s2.sum() - torch.cumsum(s2, 0)
-    return torch.stack([tail[positive_int(r, "ranks[i]") - 1] / s2.sum() for r in ranks])
+    tail = torch.cat([s2.sum().view(1), s2.sum() - torch.cumsum(s2, 0)])  # tail[r] = sum_{i>r} sigma_i^2
+    return torch.stack([tail[r] / s2.sum() for r in rs])
 
 
 def init_std(n_in: int, init: str = "A", rank: int = 1) -> float:
@@ -160,12 +172,15 @@ def lora_linear_sweep(teacher: torch.Tensor, ranks: Sequence[int], rslora: Seque
     lrs = [positive_float(v, "lr") for v in broadcast(lr, K, "lr")]
     scales = [positive_float(v, "init_scale") for v in broadcast(init_scale, K, "init_scale")]
     draws = list(range(K)) if draw is None else [check_seed(d, "draw") for d in broadcast(draw, K, "draw")]
-    positive_int(steps, "steps")
+    steps = positive_int(steps, "steps")
     choice(optimizer, "optimizer", OPTIMIZERS)
-    positive_float(alpha, "alpha")
+    alpha = positive_float(alpha, "alpha")
+    blowup = blowup_factor(blowup)
+    seed = check_seed(seed)
     dtype = torch.float64 if teacher.dtype == torch.float64 else torch.float32
     T = teacher.to(dtype)
-    L0 = 0.5 * float(T.double().square().sum())  # relative loss L / L0
+    wide = float_dtype(T.device)  # float64 accumulators, float32 on MPS
+    L0 = 0.5 * float(T.to(wide).square().sum())  # relative loss L / L0
     s_all = torch.tensor([lora_scaling(alpha, r, f) for r, f in zip(ranks, flags)], dtype=torch.float64)
     loss = torch.full((K, steps + 1), float("nan"), dtype=torch.float64)
     gnorm = torch.full((K, steps + 1), float("nan"), dtype=torch.float64)
@@ -174,48 +189,59 @@ def lora_linear_sweep(teacher: torch.Tensor, ranks: Sequence[int], rslora: Seque
         idx = [k for k in range(K) if ranks[k] == r]
         A0 = initial_factors(n_in, r, [draws[k] for k in idx], seed, init, dtype)
         A = A0.to(T.device) * torch.tensor([scales[k] for k in idx], dtype=dtype).view(-1, 1, 1).to(T.device)
-        _train_group(T, A, s_all[idx], [lrs[k] for k in idx], steps, optimizer, L0, blowup,
-                     loss, gnorm, dead_at, idx)
+        group = _train_group(T, A, s_all[idx], [lrs[k] for k in idx], steps, optimizer, L0, blowup)
+        loss[idx], gnorm[idx], dead_at[idx] = group  # one copy from the device per rank
     return LinearSweep(ranks, flags, s_all.float(), torch.tensor(lrs), loss, gnorm, dead_at >= 0, dead_at)
 
 
 def _train_group(T: torch.Tensor, A: torch.Tensor, s: torch.Tensor, lrs: list[float], steps: int,
-                 optimizer: str, L0: float, blowup: float, loss: torch.Tensor, gnorm: torch.Tensor,
-                 dead_at: torch.Tensor, idx: list[int]) -> None:
-    """Train the ``k`` configurations of one rank in place of their rows of ``loss``/``gnorm``."""
+                 optimizer: str, L0: float, blowup: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Train the ``k`` configurations of one rank; their ``(loss, grad_norm, diverged_at)`` on the CPU.
+
+    Nothing leaves the device inside the loop: a configuration that diverges is zeroed (``A = B = 0``,
+    moments 0) and its rate set to 0 by masks, its curves are NaN from then on, and the curves are
+    copied to the host once, at the end.
+    """
     k, dev, dtype = A.shape[0], T.device, T.dtype
+    wide = float_dtype(dev)
     B = torch.zeros(k, T.shape[0], A.shape[1], device=dev, dtype=dtype)
-    sc = s.to(dev, dtype).view(k, 1, 1)
-    eta = torch.tensor(lrs, device=dev, dtype=dtype)
+    sc = s.to(dtype).to(dev).view(k, 1, 1)
+    eta = torch.tensor(lrs, dtype=dtype).to(dev)
     adam_a, adam_b = AdamState(A), AdamState(B)
     alive = torch.ones(k, dtype=torch.bool, device=dev)
-    rows = torch.tensor(idx)
-    T2 = T.double().square().sum()
-    for t in range(steps + 1):
-        # no (n_out, n_in) temporaries: every product is O(n^2 r) or O(n r^2)
-        TA, AAt, BtB = T @ A.transpose(1, 2), A @ A.transpose(1, 2), B.transpose(1, 2) @ B
-        Lk = 0.5 * ((sc.flatten() ** 2 * (BtB * AAt).sum((1, 2))).double()
-                    - 2 * (sc.flatten() * (B * TA).sum((1, 2))).double() + T2) / L0
-        bad = alive & (~torch.isfinite(Lk) | (Lk > blowup))
-        if bad.any():
-            dead_at[rows[bad.cpu()]] = t
-            alive &= ~bad
-            keep = alive.to(dtype).view(k, 1, 1)
-            A, B = torch.nan_to_num(A) * keep, torch.nan_to_num(B) * keep
-            for st in (adam_a, adam_b):
-                st.m, st.v = torch.nan_to_num(st.m) * keep, torch.nan_to_num(st.v) * keep
+    loss = torch.full((k, steps + 1), float("nan"), dtype=wide, device=dev)
+    gnorm = torch.full((k, steps + 1), float("nan"), dtype=wide, device=dev)
+    dead_at = torch.full((k,), -1, dtype=torch.long, device=dev)
+    T2 = T.to(wide).square().sum()
+    work = 6.0 * k * T.numel() * A.shape[1]  # multiply-adds per step
+    with few_threads(dev, work):
+        for t in range(steps + 1):
+            # no (n_out, n_in) temporaries: every product is O(n^2 r) or O(n r^2)
             TA, AAt, BtB = T @ A.transpose(1, 2), A @ A.transpose(1, 2), B.transpose(1, 2) @ B
-        gB = sc * (sc * (B @ AAt) - TA)  # s G A^T with G = s B A - T
-        loss[rows, t] = torch.where(alive, Lk, torch.nan).cpu()
-        gnorm[rows, t] = torch.where(alive, gB.square().sum((1, 2)).double().sqrt(), torch.nan).cpu()
-        if t == steps:
-            break
-        gA = sc * (sc * (BtB @ A) - B.transpose(1, 2) @ T)  # s B^T G
-        rate = eta * alive.to(dtype)  # frozen configurations take no step
-        if optimizer == "sgd":
-            A, B = batched_sgd_step(A, gA, rate), batched_sgd_step(B, gB, rate)
-        else:
-            A, B = batched_adam_step(A, gA, adam_a, rate), batched_adam_step(B, gB, adam_b, rate)
+            Lk = 0.5 * ((sc.flatten() ** 2 * (BtB * AAt).sum((1, 2))).to(wide)
+                        - 2 * (sc.flatten() * (B * TA).sum((1, 2))).to(wide) + T2) / L0
+            bad = alive & (~torch.isfinite(Lk) | (Lk > blowup))
+            dead_at = torch.where(bad, t, dead_at)
+            alive = alive & ~bad
+            keep = alive.view(k, 1, 1)
+            # a diverged configuration is zeroed: A = B = 0 gives TA = AAt = BtB = 0 exactly
+            A, B = torch.where(keep, A, 0.0), torch.where(keep, B, 0.0)
+            TA, AAt, BtB = torch.where(keep, TA, 0.0), torch.where(keep, AAt, 0.0), torch.where(keep, BtB, 0.0)
+            if optimizer == "adam":
+                for st in (adam_a, adam_b):
+                    st.m, st.v = torch.where(keep, st.m, 0.0), torch.where(keep, st.v, 0.0)
+            gB = sc * (sc * (B @ AAt) - TA)  # s G A^T with G = s B A - T
+            loss[:, t] = torch.where(alive, Lk, torch.nan)
+            gnorm[:, t] = torch.where(alive, gB.square().sum((1, 2)).to(wide).sqrt(), torch.nan)
+            if t == steps:
+                break
+            gA = sc * (sc * (BtB @ A) - B.transpose(1, 2) @ T)  # s B^T G
+            rate = eta * alive.to(dtype)  # frozen configurations take no step
+            if optimizer == "sgd":
+                A, B = batched_sgd_step(A, gA, rate), batched_sgd_step(B, gB, rate)
+            else:
+                A, B = batched_adam_step(A, gA, adam_a, rate), batched_adam_step(B, gB, adam_b, rate)
+    return loss.cpu().double(), gnorm.cpu().double(), dead_at.cpu()
 
 
 def first_step_theory(teacher: torch.Tensor, ranks: Sequence[int], scaling: Sequence[float], lr: float,
