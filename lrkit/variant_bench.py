@@ -120,6 +120,9 @@ def run_method(task: BenchTask, method: str, lrs: list[float], rank: int = 4, st
         rates = [lr, lr]
     else:
         As, Bs, Ms = [], [], []
+        if method == "loraga":  # the full-batch gradient of the base model, every layer at once
+            w_ = [v.clone().requires_grad_(True) for v in W0]
+            full_grads = torch.autograd.grad(_mse(_forward(w_, X), Y).sum(), w_)
         for i, w in enumerate(W0):
             out_f, in_f = w.shape[1:]
             if method == "pissa":
@@ -127,9 +130,7 @@ def run_method(task: BenchTask, method: str, lrs: list[float], rank: int = 4, st
                 root = Sv[:, :rank].sqrt()
                 A, B = root[..., None] * Vh[:, :rank], U[:, :, :rank] * root[:, None, :]
             elif method == "loraga":
-                w_ = [v.clone().requires_grad_(True) for v in W0]
-                _mse(_forward(w_, X), Y).sum().backward()
-                ab = [lora_ga_factors(w_[i].grad[k], rank, form="peft", svd="exact") for k in range(K)]
+                ab = [lora_ga_factors(full_grads[i][k], rank, form="peft", svd="exact") for k in range(K)]
                 A, B = torch.stack([a for a, _ in ab]), torch.stack([b for _, b in ab])
             else:
                 bound = 1 / math.sqrt(in_f)
