@@ -157,3 +157,25 @@ def test_batched_bench_equals_module_training(method: str) -> None:
     with torch.no_grad():
         target = float((forward(task.Xt[0]) - task.Yt[0]).square().mean())
     assert float(res["target"][0, 0]) == pytest.approx(target, rel=1e-4)
+
+
+def test_claim_statistics_fail_on_planted_wrong_mechanisms() -> None:
+    """Chapter 10's GaLore and PiSSA checks, computed from a wrong mechanism, fall outside their tolerances."""
+    g = torch.Generator().manual_seed(1)
+    n, r = 16, 2
+    U, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
+    V, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
+    sig = 1.0 / torch.arange(1, n + 1, dtype=torch.float64)
+    W0 = torch.randn(n, n, generator=g, dtype=torch.float64) / n ** 0.5
+    target = W0 + (U * sig) @ V.T
+    floor = 0.5 * float(sig[r:].square().sum())
+    # a projector that is never renewed: GaLore is then LoRA-like and cannot pass the floor by 1e3
+    frozen = matrix_galore_run(W0, target, r, steps=300, lr=0.02, update_proj_gap=10_000)
+    assert float(frozen[-1]) / floor > 1e-3
+    # an adapter of full rank is not held by the rank-r floor: the "LoRA stops at the floor" check fails
+    full = matrix_lora_run(W0, target, n, init="A", steps=300, lr=0.02, optimizer="adam")
+    assert abs(float(full[-1]) / floor - 1) > 0.01
+    # PiSSA's zero gradient needs the change off its subspace: a top-subspace change moves it at once
+    P, _, Qh = torch.linalg.svd(W0)
+    top = matrix_lora_run(W0, W0 + 0.3 * P[:, :r] @ Qh[:r], r, init="pissa", steps=5, lr=0.1)
+    assert abs(float(top[-1]) / float(top[0]) - 1) > 1e-6
