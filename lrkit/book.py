@@ -36,4 +36,4 @@ def glue(name: str, value: Any, display: bool = False) -> None:
     elif display:
         from IPython.display import display as _show
 
-        _show(value)
+        _show(value)  # type: ignore[no-untyped-call]

@@ -19,6 +19,7 @@ book's Colab buttons at the editions, published on the ``colab`` branch of the r
 (``https://colab.research.google.com/github/OWNER/REPO/blob/colab/lessons/03_ssm.ipynb``).
 """
 
+# mypy: disable-error-code="no-untyped-call"
 from __future__ import annotations
 
 import ast
@@ -184,7 +185,8 @@ class _Converter:
     """One document's MyST Markdown -> plain Markdown, counting numbered items as Sphinx does."""
 
     def __init__(self, book: Book, doc: str) -> None:
-        self.book, self.doc, self.problems = book, doc, []
+        self.book, self.doc = book, doc
+        self.problems: list[str] = []
         self.counters: dict[str, int] = {}
         self.attachments: dict[str, dict[str, str]] = {}
 
@@ -511,7 +513,7 @@ def check_me(path: str | Path | None = None, timeout: float = 300, cell_timeout:
 
     if path is None:
         try:
-            from google.colab import _message  # type: ignore[import-not-found]
+            from google.colab import _message
         except ImportError:
             raise ValueError("path is required outside Colab: check_me('exercises/01_lora.ipynb')") from None
         nb = _message.blocking_request("get_ipynb", request="", timeout_sec=60)["ipynb"]

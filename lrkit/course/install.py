@@ -9,6 +9,7 @@ The first code cell of each notebook in ``lessons/``, ``exercises/`` and ``solut
 in every notebook from :func:`install_cell_source`; ``--check`` reports stale ones (exit 1).
 """
 
+# mypy: disable-error-code="no-untyped-call"
 from __future__ import annotations
 
 import re
@@ -28,7 +29,7 @@ if importlib.util.find_spec("lrkit") is None:
         subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", source])
     except (subprocess.CalledProcessError, OSError):
         raise RuntimeError(f"Could not install lrkit from {{source!r}}: check the connection, or set "
-                           "LRKIT_INSTALL_SOURCE to a source pip can reach (a folder, a wheel or a git URL).") from None'''
+                           "LRKIT_INSTALL_SOURCE to a source pip can reach (a folder, a wheel or a git URL).") from None'''  # noqa: E501
 
 
 def project_version(root: Path) -> str:
