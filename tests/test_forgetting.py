@@ -145,3 +145,32 @@ def test_sweep_arguments_are_checked(setup: dict) -> None:
         fg.finetune_sweep(setup["model"], setup["train"], setup["evals"], "lora", [1e-3], [0], 2, 8, 1)
     with pytest.raises(ValueError, match="rank 32"):
         fg.finetune_sweep(setup["model"], setup["train"], setup["evals"], "lora", [1e-3], [0], 2, 8, 1, ranks=[32])
+
+
+def test_input_weighting_measures_the_output_change_on_the_data() -> None:
+    g = torch.Generator().manual_seed(0)
+    delta = torch.randn(5, 7, generator=g, dtype=torch.float64)
+    h = torch.randn(300, 3, generator=g, dtype=torch.float64) @ torch.randn(3, 7, generator=g, dtype=torch.float64)
+    weighted = fg.input_weighted(delta, h.T @ h / 300)
+    assert weighted.square().sum().item() == pytest.approx((h @ delta.T).square().sum(1).mean().item(), rel=1e-8)
+    # inputs in a 3-dim subspace: numerical rank 3 (sqrt of round-off eigenvalues is ~1e-8)
+    assert torch.linalg.matrix_rank(weighted, rtol=1e-6).item() == 3
+
+
+def test_an_unchanged_model_has_no_intruders_and_mitigation_with_lambda_one_changes_nothing(setup: dict) -> None:
+    model = setup["model"]
+    weights = {n: p.detach().clone() for n, p in model.named_parameters()}
+    count, alignment = fg.intruder_summary(model, weights)
+    assert count == 0 and alignment == pytest.approx(1.0)
+    sweep = fg.finetune_sweep(model, setup["train"], setup["evals"], "lora", lrs=[1e-2], seeds=[0], steps=3,
+                              batch=8, eval_every=3, ranks=[2])
+    same = fg.mitigate(model, sweep.weights[0], rank=None, lam=1.0)
+    assert all(torch.allclose(same[n], sweep.weights[0][n], atol=1e-6) for n in fg.projection_names(model))
+
+
+def test_layer_second_moments_are_the_inputs_gram_matrices(setup: dict) -> None:
+    model, x = setup["model"], setup["evals"]["target"]
+    moments = fg.layer_second_moments(model, {}, x)
+    assert set(moments) == set(fg.projection_names(model))
+    for n, m in moments.items():
+        assert torch.allclose(m, m.T) and torch.linalg.eigvalsh(m).min() > -1e-8
