@@ -24,10 +24,12 @@ into the adapter and replaces the frozen weight by the residual
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
+
+__all__ = ["INIT_SCHEMES", "InitFn", "check_init_name", "init_lora_"]
 
 
 @torch.no_grad()
@@ -52,8 +54,11 @@ def _init_gaussian(A: torch.Tensor, B: torch.Tensor, W0: torch.Tensor, scaling: 
 def _init_pissa(A: torch.Tensor, B: torch.Tensor, W0: torch.Tensor, scaling: float) -> None:
     r = A.shape[0]
     dtype = W0.dtype
-    U, S, Vh = torch.linalg.svd(W0.to(torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype),
-                                full_matrices=False)
+    W = W0.to(torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype)
+    if W.device.type == "mps":  # MPS has no SVD: compute it on the CPU and bring the factors back
+        U, S, Vh = (f.to(W.device) for f in torch.linalg.svd(W.cpu(), full_matrices=False))
+    else:
+        U, S, Vh = torch.linalg.svd(W, full_matrices=False)
     root = torch.sqrt(S[:r] / scaling)
     A.copy_(root[:, None] * Vh[:r])  # (r, in)
     B.copy_(U[:, :r] * root[None, :])  # (out, r)

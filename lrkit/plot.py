@@ -7,13 +7,17 @@ measured, and both share a colour when they describe the same quantity.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+
+from ._validate import as_int, positive_float
+
+__all__ = ["STYLE", "label", "new_figure", "theory_vs_experiment"]
 
 ArrayLike = Sequence[float] | np.ndarray | torch.Tensor
 
@@ -39,6 +43,8 @@ def _np(x: ArrayLike | None) -> np.ndarray | None:
 def new_figure(ncols: int = 1, nrows: int = 1, width: float = 4.2, height: float = 3.2
                ) -> tuple[Figure, np.ndarray]:
     """A figure in the course style; ``axes`` is always a flat array."""
+    ncols, nrows = as_int(ncols, "ncols"), as_int(nrows, "nrows")
+    width, height = positive_float(width, "width"), positive_float(height, "height")
     if ncols < 1 or nrows < 1:
         raise ValueError(f"ncols and nrows must be >= 1, got ncols={ncols}, nrows={nrows}")
     with plt.rc_context(STYLE):

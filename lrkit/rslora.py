@@ -189,14 +189,14 @@ def lora_linear_sweep(teacher: torch.Tensor, ranks: Sequence[int], rslora: Seque
         idx = [k for k in range(K) if ranks[k] == r]
         A0 = initial_factors(n_in, r, [draws[k] for k in idx], seed, init, dtype)
         A = A0.to(T.device) * torch.tensor([scales[k] for k in idx], dtype=dtype).view(-1, 1, 1).to(T.device)
-        group = _train_group(T, A, s_all[idx], [lrs[k] for k in idx], steps, optimizer, L0, blowup)
-        loss[idx], gnorm[idx], dead_at[idx] = group  # one copy from the device per rank
+        g_loss, g_norm, g_dead = _train_group(T, A, s_all[idx], [lrs[k] for k in idx], steps, optimizer, L0, blowup)
+        loss[idx], gnorm[idx], dead_at[idx] = g_loss.double(), g_norm.double(), g_dead  # one copy per rank
     return LinearSweep(ranks, flags, s_all.float(), torch.tensor(lrs), loss, gnorm, dead_at >= 0, dead_at)
 
 
 def _train_group(T: torch.Tensor, A: torch.Tensor, s: torch.Tensor, lrs: list[float], steps: int,
                  optimizer: str, L0: float, blowup: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Train the ``k`` configurations of one rank; their ``(loss, grad_norm, diverged_at)`` on the CPU.
+    """Train the ``k`` configurations of one rank; their ``(loss, grad_norm, diverged_at)``, on the CPU.
 
     Nothing leaves the device inside the loop: a configuration that diverges is zeroed (``A = B = 0``,
     moments 0) and its rate set to 0 by masks, its curves are NaN from then on, and the curves are
@@ -241,7 +241,7 @@ def _train_group(T: torch.Tensor, A: torch.Tensor, s: torch.Tensor, lrs: list[fl
                 A, B = batched_sgd_step(A, gA, rate), batched_sgd_step(B, gB, rate)
             else:
                 A, B = batched_adam_step(A, gA, adam_a, rate), batched_adam_step(B, gB, adam_b, rate)
-    return loss.cpu().double(), gnorm.cpu().double(), dead_at.cpu()
+    return loss.cpu(), gnorm.cpu(), dead_at.cpu()  # the caller's float64 rows take them
 
 
 def first_step_theory(teacher: torch.Tensor, ranks: Sequence[int], scaling: Sequence[float], lr: float,

@@ -28,10 +28,13 @@ course are small, and MPS has no float64), and tensors come back on the CPU.
 from __future__ import annotations
 
 import math
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import torch
+
+from ._validate import as_int, as_real
 
 ArrayLike = torch.Tensor | np.ndarray | Sequence[float] | Sequence[Sequence[float]]
 
@@ -106,8 +109,7 @@ def rank_for_energy(matrix_or_singular_values: ArrayLike, frac: float = 0.9) -> 
     explain 90% of the variance" of Biderman et al. (2024). Equivalently, the best
     rank-``k`` approximation has relative squared Frobenius error ``<= 1 - frac``.
     """
-    if isinstance(frac, bool) or not isinstance(frac, (int, float)):
-        raise TypeError(f"frac must be a number in (0, 1], got {type(frac).__name__}")
+    frac = as_real(frac, "frac", "a number in (0, 1]")
     if not (0.0 < frac <= 1.0) or math.isnan(frac):
         raise ValueError(f"frac must be in (0, 1], got {frac}")
     e = energy_fraction(matrix_or_singular_values)
@@ -145,8 +147,7 @@ def top_subspace(matrix: ArrayLike, k: int, side: Literal["left", "right"] = "le
     ``side="right"``: ``V[:, :k]`` of shape ``(in, k)`` (input directions).
     """
     m = _as_matrix(matrix, "matrix")
-    if isinstance(k, bool) or not isinstance(k, int):
-        raise TypeError(f"k must be an int, got {type(k).__name__}")
+    k = as_int(k, "k")
     if not 1 <= k <= min(m.shape):
         raise ValueError(f"k must satisfy 1 <= k <= min(out, in) = {min(m.shape)}, got {k}")
     if side not in ("left", "right"):

@@ -140,9 +140,8 @@ def check_close(actual: Any, expected: torch.Tensor | float, name: str = "result
 
 def check_equal(actual: Any, expected: Any, name: str = "result", hint: str | None = None,
                 case: Case | None = None) -> None:
-    """``actual == expected`` for plain values such as integers."""
-    if isinstance(actual, torch.Tensor) and actual.numel() == 1:
-        actual = actual.item()
+    """``actual == expected`` for plain values such as integers (NumPy and 1-element tensor ints count)."""
+    actual = to_scalar(actual)
     if type(expected) is int and (isinstance(actual, bool) or not isinstance(actual, int)):
         fail(f"{name} should be an int, got {type(actual).__name__}", case=case, actual=actual, hint=hint)
     if actual != expected:
@@ -218,6 +217,10 @@ def check_function(student_fn: Callable[..., Any], reference_fn: Callable[..., A
     same seeded private stream (dropout masks, random inits).
     """
     name = name or str(getattr(student_fn, "__name__", "your function"))
+    cases = list(cases)
+    if not cases:
+        raise ValueError("cases must hold at least one input (a dict of keyword arguments): "
+                         "a check with no cases would pass anything")
     for case in cases:
         with private_rng(seed):
             expected = reference_fn(**copy.deepcopy(dict(case)))
