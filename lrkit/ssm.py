@@ -66,7 +66,7 @@ def sizes(scale: str | None = None) -> dict[str, object]:
                     pole_start=0.45, pole_lr=4e-3, pole_t=(2.0, 40.0))
     return dict(length=4096, n_seq=16, a=0.9, teacher=1.5, teacher_pole=0.5, lr=1e-3, steps=3000, b0=0.01,
                 rhos=(-0.9, -0.5, 0.0, 0.5, 0.9), colour_steps=8000, states=(1, 2, 4, 8, 16, 32, 64), u0=1e-3,
-                c0=0.05, tied_lr=5e-5, poles=(-0.9, -0.7, -0.3, 0.0, 0.3, 0.5, 0.7, 0.9),
+                c0=0.3, tied_lr=1e-5, poles=(-0.9, -0.7, -0.3, 0.0, 0.3, 0.5, 0.7, 0.9),
                 teacher_poles=(0.9, -0.7), teacher_gains=(0.3, 1.0), pole_init=1e-3, pole_steps=12000,
                 pole_target=0.5, pole_start=0.45, pole_lr=4e-3, pole_t=(2.0, 40.0))
 
