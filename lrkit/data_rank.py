@@ -18,6 +18,10 @@ __all__ = ["layer_inputs", "input_weighted"]
 @torch.no_grad()
 def layer_inputs(model: nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor:
     """What reaches the named layer when ``model`` reads ``x``: shape ``(N, in_features)``."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor of inputs, got {type(x).__name__}")
     module = dict(model.named_modules()).get(layer)
     if module is None:
         raise ValueError(f"layer must name a module of the model, one of {sorted(dict(model.named_modules()))[1:]}; "
@@ -28,6 +32,8 @@ def layer_inputs(model: nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor:
         model(x)
     finally:
         handle.remove()
+    if not seen:
+        raise ValueError(f"layer {layer!r} is not used when the model reads x: it saw no input")
     return seen[0].reshape(-1, seen[0].shape[-1])
 
 
@@ -38,6 +44,9 @@ def input_weighted(delta: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
     this matrix ranks directions by how much they change the layer's output *on its inputs*.
     Shapes: ``delta`` (out, in), ``inputs`` (N, in) -> (out, in); computed in float64.
     """
+    for n, t in (("delta", delta), ("inputs", inputs)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{n} must be a torch.Tensor, got {type(t).__name__}")
     if delta.ndim != 2 or inputs.ndim != 2 or delta.shape[1] != inputs.shape[1]:
         raise ValueError(f"delta must be (out, in) and inputs (N, in) with the same in, got "
                          f"{tuple(delta.shape)} and {tuple(inputs.shape)}")

@@ -251,10 +251,11 @@ def first_step_theory(teacher: torch.Tensor, ranks: Sequence[int], scaling: Sequ
     ``sigma_a`` is the standard deviation of ``A``'s entries (default Init[A]'s ``1/sqrt(3 n_in)``).
     """
     choice(optimizer, "optimizer", OPTIMIZERS)
+    lr = positive_float(lr, "lr")
     T = teacher.detach().cpu().double()
     sig = init_std(T.shape[1]) if sigma_a is None else positive_float(sigma_a, "sigma_a")
     r = torch.tensor([float(positive_int(v, "ranks[i]")) for v in ranks], dtype=torch.float64)
-    s = torch.tensor([float(v) for v in scaling], dtype=torch.float64)
+    s = torch.tensor([positive_float(v, "scaling[i]") for v in scaling], dtype=torch.float64)
     if optimizer == "sgd":
         return 2 * lr * s**2 * r * sig**2
     L0 = 0.5 * T.square().sum()
@@ -267,8 +268,8 @@ def grad_norm_theory(teacher: torch.Tensor, ranks: Sequence[int], scaling: Seque
     """``||grad_B||`` at step 0, ``s sqrt(r) sigma_A ||T||_F`` (root mean square over ``A``), per configuration."""
     T = teacher.detach().cpu().double()
     sig = init_std(T.shape[1]) if sigma_a is None else positive_float(sigma_a, "sigma_a")
-    r = torch.tensor([float(v) for v in ranks], dtype=torch.float64)
-    s = torch.tensor([float(v) for v in scaling], dtype=torch.float64)
+    r = torch.tensor([float(positive_int(v, "ranks[i]")) for v in ranks], dtype=torch.float64)
+    s = torch.tensor([positive_float(v, "scaling[i]") for v in scaling], dtype=torch.float64)
     out: torch.Tensor = s * r.sqrt() * sig * T.norm()
     return out
 
