@@ -7,7 +7,8 @@ the ledger file named by ``LRKIT_LEDGER`` (JSON lines; nothing is written when t
 variable is unset, as on Colab). The book build sets ``LRKIT_LEDGER`` to
 ``_build/claims/ledger.jsonl`` and generates the claims page from it
 (:mod:`lrkit.claims_page`); ``python -m lrkit.claims_runs`` reruns every lesson over
-seeds or at full scale. Nobody types a measured number by hand.
+seeds or at full scale. Nobody types a measured number by hand. The record and the
+ledger file's reading live in :mod:`lrkit.claims_ledger` (re-exported here).
 
 Kinds of check (``kind``) and their margin, the distance inside the tolerance
 (1 = exactly as predicted, 0 = at the edge, negative = failed):
@@ -42,25 +43,29 @@ execution): a ledger that several builds appended to is read back with
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from .claims_ledger import (
+    FRAGILE,
+    KINDS,
+    PAGE_STATUSES,
+    STATUSES,
+    ClaimRecord,
+    append_record,
+    latest_runs,
+    read_ledger,
+    to_plain,
+)
+
 __all__ = ["FRAGILE", "KINDS", "PAGE_STATUSES", "STATUSES", "ClaimRecord", "claim", "latest_runs",
            "read_ledger", "set_chapter"]
 
-KINDS = ("abs", "rel", "interval", "ge", "le", "equal")
-STATUSES = ("checked", "measured", "not reproduced")
-# Statuses the claims page shows; the last two come from book/claims_registry.yml, not from claim().
-PAGE_STATUSES = STATUSES + ("tested by unit tests", "planned")
-FRAGILE = 0.2  # a passing claim with a smaller margin is marked fragile on the claims page
 _EDGE = 1e-9  # a margin this close to 0 is at the edge (float round-off of m - p), not a failure
 
 
@@ -80,75 +85,6 @@ def set_chapter(chapter: int | str) -> None:
         raise TypeError(f"chapter must be an int or a non-empty str, got {chapter!r}")
     _context["chapter"] = chapter
     _context["run"] = _new_run()
-
-
-@dataclass
-class ClaimRecord:
-    """One line of the ledger (``margin`` is ``-inf`` when a value was not finite)."""
-
-    label: str
-    chapter: int | str | None
-    statement: str
-    measured: Any
-    predicted: Any
-    tolerance: Any
-    kind: str
-    status: str
-    passed: bool | None
-    margin: float | None
-    source: str = ""
-    reason: str = ""
-    exercises: list[str] = field(default_factory=list)
-    scale: str = ""
-    seed: int | None = None
-    device: str = ""
-    version: str = ""
-    time: float = 0.0
-    run: str = ""
-
-    @property
-    def fragile(self) -> bool:
-        """A checked claim that passed with a margin below :data:`FRAGILE`."""
-        return bool(self.passed) and self.margin is not None and self.margin < FRAGILE
-
-    def line(self) -> str:
-        """The one-line summary :func:`claim` prints."""
-        tol = "" if self.tolerance is None else f" (tolerance {_fmt(self.tolerance)}, {self.kind})"
-        if self.kind == "interval":
-            tol = " (interval)"
-        verdict = {True: "PASS", False: "FAIL", None: self.status.upper()}[self.passed]
-        margin = "" if self.margin is None else f", margin {self.margin:.2f}"
-        return (f"[{verdict}] {self.label}: measured {_fmt(self.measured)} against predicted "
-                f"{_fmt(self.predicted)}{tol}{margin}")
-
-    def to_json(self) -> str:
-        """The record as one JSON line (non-finite floats become the strings ``"inf"``, ``"nan"``)."""
-        data = asdict(self)
-        data["margin"] = _plain(self.margin)
-        return json.dumps(data, allow_nan=False)
-
-
-def _fmt(x: Any) -> str:
-    if isinstance(x, float):
-        return f"{x:.4g}"
-    if isinstance(x, (list, tuple)):
-        return "[" + ", ".join(_fmt(v) for v in x) + "]"
-    return str(x)
-
-
-def _plain(x: Any) -> Any:
-    """A JSON-ready copy: tensors and arrays become (lists of) floats, non-finite floats strings."""
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    if isinstance(x, np.ndarray):
-        return [_plain(v) for v in x.tolist()] if x.ndim else _plain(x.item())
-    if isinstance(x, np.generic):
-        return _plain(x.item())
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    if isinstance(x, float) and not math.isfinite(x):
-        return str(x)
-    return x
 
 
 def _array(x: Any, name: str, label: str) -> np.ndarray:
@@ -270,14 +206,14 @@ def claim(label: str, measured: Any, predicted: Any = None, *, statement: str, k
 
     record = ClaimRecord(
         label=label, chapter=chapter if chapter is not None else _context["chapter"], statement=statement,
-        measured=_plain(measured), predicted=_plain(interval if kind == "interval" else predicted),
+        measured=to_plain(measured), predicted=to_plain(interval if kind == "interval" else predicted),
         tolerance=None if tol is None else float(tol), kind=kind, status=status, passed=passed,
         margin=margin, source=source, reason=reason, exercises=list(exercises), scale=get_scale(),
         seed=get_seed() if seed is None else seed, device=str(get_device()), version=_version(),
         time=time.time(), run=_context["run"])
     if not quiet:
         print(record.line() + (f"  ({reason})" if reason and passed is None else ""))
-    _append(record)
+    append_record(record)
     if passed is False:
         raise AssertionError(f"Claim {label!r} failed: {statement} -- {record.line()}")
     return record
@@ -289,55 +225,3 @@ def _version() -> str:
     return __version__
 
 
-def _append(record: ClaimRecord) -> None:
-    path = os.environ.get("LRKIT_LEDGER", "").strip()
-    if not path:
-        return
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    with p.open("a", encoding="utf-8") as fh:
-        fh.write(record.to_json() + "\n")
-
-
-_FIELDS = {f.name for f in fields(ClaimRecord)}
-
-
-def read_ledger(path: str | os.PathLike[str]) -> list[ClaimRecord]:
-    """Every record of a ledger file, in the order written (unknown keys are ignored)."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"no ledger at {p} (set LRKIT_LEDGER and execute the lessons first)")
-    records = []
-    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            data = json.loads(line)
-            rec = ClaimRecord(**{k: v for k, v in data.items() if k in _FIELDS})
-        except (json.JSONDecodeError, TypeError, AttributeError) as err:
-            raise ValueError(f"{p}:{n}: not a ledger record ({err})") from err
-        if isinstance(rec.margin, str):
-            rec.margin = float(rec.margin)
-        records.append(rec)
-    return records
-
-
-def latest_runs(records: Iterable[ClaimRecord]) -> list[ClaimRecord]:
-    """Per chapter, the records of its last run (in order); a re-executed lesson replaces its old records.
-
-    A run is one execution of a lesson (:func:`set_chapter` starts it); records without a run id
-    fall back to one run per chapter, where a later record of the same label replaces an earlier one.
-    """
-    records = list(records)
-    last_run: dict[Any, str] = {}
-    for r in records:
-        last_run[r.chapter] = r.run
-    kept = [r for r in records if r.run == last_run[r.chapter]]
-    out: dict[tuple[Any, str, int], ClaimRecord] = {}
-    seen: dict[tuple[Any, str, str], int] = {}
-    for r in kept:
-        key3 = (r.chapter, r.run, r.label)
-        seen[key3] = seen.get(key3, 0) + 1
-        index = seen[key3] if r.run else 1
-        out[(r.chapter, r.label, index)] = r
-    return list(out.values())

@@ -24,137 +24,15 @@ import argparse
 import json
 import re
 import sys
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .claims import PAGE_STATUSES, ClaimRecord, latest_runs, read_ledger
+from .claims_index import BookIndex, chapter_key, claim_keys, format_value, load_registry
+from .claims_ledger import ClaimRecord, latest_runs, read_ledger
 
 __all__ = ["BookIndex", "ClaimsPage", "claim_keys", "format_value", "load_registry", "render"]
 
-_LABEL = re.compile(r"^\s*:label:\s*(\S+)", re.M)
-_TARGET = re.compile(r"^\s*\(([\w.:-]+)\)=\s*$", re.M)
-_BIBKEY = re.compile(r"@\w+\s*\{\s*([^,\s]+)\s*,")
-_TITLE = re.compile(r"^#\s+(.+?)\s*$", re.M)
 _LOOKS_LIKE_KEY = re.compile(r"^[a-z][a-z0-9_-]*\d{4}[a-z0-9_-]*$")
-
-
-@dataclass
-class BookIndex:
-    """What the page may link to: documents in the table of contents, labels, citation keys."""
-
-    docs: list[str] = field(default_factory=list)
-    labels: set[str] = field(default_factory=set)
-    bibkeys: set[str] = field(default_factory=set)
-    titles: dict[str, str] = field(default_factory=dict)
-    texts: dict[str, str] = field(default_factory=dict)  # every cell of the exercise pages
-
-    @classmethod
-    def from_root(cls, root: str | Path, toc: str = "_toc.yml",
-                  bib: Iterable[str] = ("book/references.bib",)) -> BookIndex:
-        """Scan a book checkout: ``_toc.yml``, the sources it names, and the ``.bib`` files."""
-        import yaml  # book and test extras
-
-        root = Path(root)
-        docs = _toc_files(yaml.safe_load((root / toc).read_text(encoding="utf-8")))
-        index = cls(docs=docs)
-        for doc in docs:
-            for suffix in (".ipynb", ".md"):
-                path = root / (doc + suffix)
-                if path.is_file():
-                    text = _source_text(path)
-                    index.labels |= set(_LABEL.findall(text)) | set(_TARGET.findall(text))
-                    title = _TITLE.search(text)
-                    if title:
-                        index.titles[doc] = title.group(1)
-                    if doc.startswith("exercises/"):
-                        index.texts[doc] = _source_text(path, every_cell=True)
-        for b in bib:
-            if (root / b).is_file():
-                index.bibkeys |= set(_BIBKEY.findall((root / b).read_text(encoding="utf-8")))
-        return index
-
-    def chapter_doc(self, chapter: Any, folder: str = "lessons") -> str | None:
-        """``lessons/01_lora`` for chapter 1 (the toc entry whose name starts with the number)."""
-        try:
-            n = int(chapter)
-        except (TypeError, ValueError):
-            return None
-        hits = [d for d in self.docs if re.fullmatch(rf"{folder}/0*{n}_[^/]+", d)]
-        return hits[0] if hits else None
-
-
-def _toc_files(node: Any) -> list[str]:
-    out: list[str] = []
-    if isinstance(node, dict):
-        for key in ("root", "file"):
-            if isinstance(node.get(key), str):
-                out.append(re.sub(r"\.(md|ipynb)$", "", node[key]))
-        for value in node.values():
-            if isinstance(value, (list, dict)):
-                out += _toc_files(value)
-    elif isinstance(node, list):
-        for item in node:
-            out += _toc_files(item)
-    return out
-
-
-def _source_text(path: Path, every_cell: bool = False) -> str:
-    if path.suffix != ".ipynb":
-        return path.read_text(encoding="utf-8")
-    cells = json.loads(path.read_text(encoding="utf-8")).get("cells", [])
-    return "\n".join("".join(c.get("source", "")) for c in cells
-                     if every_cell or c.get("cell_type") == "markdown")
-
-
-def load_registry(path: str | Path) -> list[dict[str, Any]]:
-    """The hand-kept claims (``tested by unit tests`` / ``planned``), validated."""
-    import yaml
-
-    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    entries = data.get("claims", []) if isinstance(data, dict) else data
-    for n, e in enumerate(entries):
-        where = f"{path}: claims[{n}]"
-        if not isinstance(e, dict):
-            raise ValueError(f"{where}: must be a mapping, got {e!r}")
-        for key in ("chapter", "statement", "status"):
-            if key not in e:
-                raise ValueError(f"{where}: missing {key!r}")
-        if e["status"] not in PAGE_STATUSES:
-            raise ValueError(f"{where}: status must be one of {PAGE_STATUSES}, got {e['status']!r}")
-    return list(entries)
-
-
-def claim_keys(records: Iterable[ClaimRecord]) -> list[tuple[Any, str, int]]:
-    """``(chapter, label, k)``: the k-th record of that label in its run; stable across seeds."""
-    seen: dict[tuple[Any, str, str], int] = {}
-    keys = []
-    for r in records:
-        k = (r.chapter, r.run, r.label)
-        seen[k] = seen.get(k, 0) + 1
-        keys.append((r.chapter, r.label, seen[k]))
-    return keys
-
-
-def format_value(x: Any, digits: int = 4) -> str:
-    """A number, or an array in short (``[0.1, 0.2, …] (8 values)``)."""
-    if isinstance(x, bool) or x is None:
-        return str(x)
-    if isinstance(x, (int, float)):
-        return f"{x:.{digits}g}" if isinstance(x, float) else str(x)
-    if isinstance(x, list):
-        flat = _flatten(x)
-        shown = ", ".join(format_value(v, digits) for v in flat[:4])
-        return f"[{shown}]" if len(flat) <= 4 else f"[{shown}, …] ({len(flat)} values)"
-    return str(x)
-
-
-def _flatten(x: list[Any]) -> list[Any]:
-    out: list[Any] = []
-    for v in x:
-        out += _flatten(v) if isinstance(v, list) else [v]
-    return out
 
 
 def _tolerance(r: ClaimRecord) -> str:
@@ -275,7 +153,7 @@ class ClaimsPage:
             if match:
                 chapters[int(match.group(1))] = []
         for r in latest:
-            chapters.setdefault(_chapter_key(r.chapter), []).append(self.row(r, keys[id(r)]))
+            chapters.setdefault(chapter_key(r.chapter), []).append(self.row(r, keys[id(r)]))
         checked_sources = {k.strip() for r in latest for k in r.source.split(",")}
         for e in registry:
             sources = {k.strip() for k in str(e.get("source", "")).split(",") if k.strip()}
@@ -283,10 +161,10 @@ class ClaimsPage:
                 self.warnings.append(f"planned claim {e['statement'][:50]!r}... dropped: a lesson now records "
                                      f"claims from {sorted(sources)} (remove it from the registry)")
                 continue
-            chapters.setdefault(_chapter_key(e["chapter"]), []).append(self.registry_row(e))
+            chapters.setdefault(chapter_key(e["chapter"]), []).append(self.registry_row(e))
         out = [_provenance(latest)] if latest else []
         for ch, rows in sorted(chapters.items(), key=lambda kv: _sort_key(kv[0])):
-            out.append(self._section(ch, rows, has_records=any(_chapter_key(r.chapter) == ch for r in latest)))
+            out.append(self._section(ch, rows, has_records=any(chapter_key(r.chapter) == ch for r in latest)))
         return "\n\n".join(out) + "\n"
 
     def _section(self, ch: Any, rows: list[str], has_records: bool) -> str:
@@ -324,13 +202,6 @@ def _list_row(cells: list[str]) -> str:
     return "\n".join(("* - " if i == 0 else "  - ") + (c or "—") for i, c in enumerate(cells))
 
 
-def _chapter_key(ch: Any) -> Any:
-    try:
-        return int(ch)
-    except (TypeError, ValueError):
-        return str(ch)
-
-
 def _sort_key(ch: Any) -> tuple[int, Any]:
     return (0, ch) if isinstance(ch, int) else (1, str(ch))
 
@@ -344,7 +215,7 @@ def render(ledger: str | Path | None, registry: str | Path | None, root: str | P
     seed_table = None
     if seeds and Path(seeds).is_file():
         rows = json.loads(Path(seeds).read_text(encoding="utf-8"))
-        seed_table = {(_chapter_key(r["chapter"]), r["label"], r["index"]): r for r in rows}
+        seed_table = {(chapter_key(r["chapter"]), r["label"], r["index"]): r for r in rows}
     page = ClaimsPage(index, seed_table)
     text = page.render(records, entries)
     if ledger and not records:

@@ -28,8 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from .claims import ClaimRecord, read_ledger
-from .claims_page import claim_keys, format_value
+from .claims_index import claim_keys, format_value
+from .claims_ledger import ClaimRecord, read_ledger
 
 __all__ = ["execute_notebook", "parse_seeds", "run_lessons", "seed_table"]
 
