@@ -66,7 +66,9 @@ def test_install_cells_default_to_the_repository_named_in_config() -> None:
 
 # --- A bare install runs a lesson from an empty folder (what a learner on Colab does) ---------------
 
-BARE = ROOT / ".venv-bare"  # cached between runs (gitignored); rebuilt when its recipe changes
+# Cached between runs, rebuilt when its recipe changes; under _build (gitignored, and excluded
+# from the book: a venv at the top would put its packages' .md files in the book's sources).
+BARE = ROOT / "_build" / "venv-bare"
 TORCH = "torch==2.13.0"  # Colab preinstalls torch; here it comes from the local wheel
 COLAB_LIKE = ["ipywidgets>=7.6,<8", "ipykernel"]  # Colab ships ipywidgets 7 and a kernel
 # Book and test tools must not be needed. (nbformat/nbclient come with ipywidgets 7's notebook
