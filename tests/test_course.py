@@ -15,6 +15,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
+from lrkit.course.sandbox import detect
 from course_helpers import EXERCISE_NB, ROOT, SOLUTION_NB, cell, hostile_submissions, student_copy, write
 from lrkit import course
 from lrkit.course import (assemble, execute_cells, generate_exercise, leaked_solution_lines, load_submission,
@@ -348,10 +349,12 @@ def test_a_correct_submission_gets_full_marks_within_the_budget(graded: dict) ->
 @pytest.mark.slow
 @pytest.mark.parametrize("student,lost,why", [
     ("raises", {"lora_forward_check"}, "your cell 'lora_forward': ValueError: I give up"),
-    ("loops", {"count_check"}, "your cell 'count_lora_params': did not finish within 8 s"),
+    ("loops", {"count_check"}, "your cell 'count_lora_params': did not finish within 20 s"),
     ("sysexit", {"scaling_check"}, "your cell 'lora_scaling': SystemExit: 3"),
     ("oskill", {"merge_check"}, "your cell 'merge': the kernel died"),
-    ("killparent", {"energy_check"}, "the grading process was stopped before the end"),
+    # in a sandbox the kernel sees no parent (getppid() is 0): killing "it" kills the kernel itself
+    ("killparent", {"energy_check"}, "your cell 'energy_rank': the kernel died" if detect().isolated
+     else "the grading process was stopped before the end"),
     ("shuffled", {"energy_check"}, "cell 'energy_rank' is missing from the submission"),
     ("chatty", set(), ""),
 ])
@@ -365,7 +368,8 @@ def test_redefined_checks_and_edited_check_cells_do_not_save_wrong_answers(grade
     assert _zeroed(graded, "cheat") == set(FULL)
     text = graded["feedback"]["cheat"]
     assert text.count("was edited; the original was run") >= len(FULL)
-    assert text.count("check cell: AssertionError: hidden test:") >= len(FULL) - 1  # plain asserts catch them
+    # setattr on lrkit.checks and importlib.reload: the tampering is recognised before anything runs
+    assert text.count("can tamper with the checks") == len(FULL) and "imports importlib" in text
 
 
 @pytest.mark.slow

@@ -24,8 +24,12 @@ FORBIDDEN_NAMES = {
     "__builtins__": "__builtins__ patches the interpreter",
 }
 FORBIDDEN_MODULES = {
-    "builtins", "importlib", "ctypes", "gc", "inspect", "IPython", "ipykernel", "sys", "types", "marshal",
-    "pickle", "dill", "code", "codeop", "runpy", "atexit", "threading", "_thread", "signal",
+    "builtins", "importlib", "ctypes", "gc", "inspect", "IPython", "ipykernel", "types", "marshal",
+    "pickle", "dill", "code", "codeop", "runpy",
+}
+SYS_ATTRIBUTES = {  # sys itself is fine (sys.exit, sys.stderr); these reach into the interpreter
+    "modules", "settrace", "setprofile", "meta_path", "path_hooks", "path_importer_cache", "addaudithook",
+    "excepthook", "displayhook", "_getframe", "monitoring", "builtin_module_names",
 }
 FORBIDDEN_ATTRIBUTES = {
     "input_transformers_cleanup", "input_transformers_post", "ast_transformers", "register_magic_function",
@@ -36,7 +40,20 @@ FORBIDDEN_ATTRIBUTES = {
 
 
 def _to_python(source: str) -> str:
-    """The cell's source with IPython magics and shell escapes as Python (``get_ipython()...``)."""
+    """The cell's source with IPython magics and shell escapes as Python (``get_ipython()...``);
+    the harmless magics (``%matplotlib``, ``%time``, ``%timeit``) are dropped first."""
+    lines = source.split("\n")
+    if lines[0].strip().split(" ")[0] in ("%%time", "%%timeit"):
+        lines[0] = ""  # a timed cell: the code below still counts
+    kept = []
+    for ln in lines:
+        word, _, rest = ln.strip().partition(" ")
+        if word == "%matplotlib":
+            ln = ""
+        elif word in ("%time", "%timeit"):
+            ln = rest  # the timed statement still counts
+        kept.append(ln)
+    source = "\n".join(kept)
     try:
         from IPython.core.inputtransformer2 import TransformerManager
 
@@ -55,6 +72,7 @@ def tamper_findings(source: str) -> list[str]:
     except SyntaxError:
         return []
     imported: set[str] = set()
+    sys_names: set[str] = {"sys"}
     found: list[str] = []
     for node in ast.walk(tree):
         if isinstance(node, (ast.Import, ast.ImportFrom)):
@@ -62,12 +80,20 @@ def tamper_findings(source: str) -> list[str]:
             for name in names:
                 if name.split(".")[0] in FORBIDDEN_MODULES:
                     found.append(f"imports {name}")
+            if isinstance(node, ast.ImportFrom) and node.module == "sys":
+                found += [f"imports sys.{a.name}" for a in node.names if a.name in SYS_ATTRIBUTES or a.name == "*"]
             for alias in node.names:
                 imported.add((alias.asname or alias.name).split(".")[0])
+                if alias.name == "sys":
+                    sys_names.add(alias.asname or "sys")
         elif isinstance(node, ast.Name) and node.id in FORBIDDEN_NAMES:
             found.append(FORBIDDEN_NAMES[node.id])
         elif isinstance(node, ast.Attribute) and node.attr in FORBIDDEN_ATTRIBUTES:
             found.append(f"uses .{node.attr}")
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr in SYS_ATTRIBUTES and isinstance(node.value, ast.Name) \
+                and node.value.id in sys_names:
+            found.append(f"uses sys.{node.attr}")
     for node in ast.walk(tree):  # replacing what an imported module holds: lrkit.checks.f = ...
         targets = node.targets if isinstance(node, ast.Assign) else (
             [node.target] if isinstance(node, (ast.AugAssign, ast.AnnAssign)) else [])
