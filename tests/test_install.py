@@ -152,6 +152,7 @@ def test_a_lesson_runs_after_a_bare_install_from_an_empty_folder(lesson: Path, t
 
     python = bare_python()
     assert _present(python, ("lrkit", *NOT_RUNTIME)) == [], "the bare venv must hold runtime dependencies only"
+    shutil.rmtree(ROOT / "build", ignore_errors=True)  # setuptools' in-tree build/ keeps deleted modules
     content = tmp_path / "content"  # Colab's /content: no repository files
     content.mkdir()
     env = {"LRKIT_INSTALL_SOURCE": str(ROOT), "LRKIT_SCALE": "small", "LRKIT_DEVICE": "cpu",
