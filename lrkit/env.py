@@ -27,7 +27,7 @@ import torch
 from ._validate import check_seed
 
 __all__ = ["DEVICES", "SCALES", "by_scale", "complex_dtype", "describe_env", "few_threads", "float_dtype",
-           "generator", "get_device", "get_scale", "get_seed", "resolve_scale", "seed_everything",
+           "generator", "cpu_seeded", "get_device", "get_scale", "get_seed", "resolve_scale", "seed_everything",
            "to_device_dtype"]
 
 Scale = Literal["small", "full"]
@@ -131,6 +131,20 @@ def get_seed() -> int:
 def generator(seed: int) -> torch.Generator:
     """A CPU ``torch.Generator`` seeded with ``seed`` (a non-negative int), for reproducible draws."""
     return torch.Generator().manual_seed(check_seed(seed))
+
+
+@contextmanager
+def cpu_seeded(seed: int) -> Iterator[None]:
+    """Run a block on a private copy of torch's CPU stream seeded with ``seed``, then restore it.
+
+    Unlike ``torch.manual_seed`` inside ``fork_rng(devices=[])``, no GPU stream is seeded (or
+    changed) as a side effect; code that draws on the CPU inside gives the same numbers on
+    every device.
+    """
+    seed = check_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        yield
 
 
 def seed_everything(seed: int) -> torch.Generator:

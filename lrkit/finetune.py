@@ -30,7 +30,7 @@ from torch import nn
 
 from ._validate import blowup_factor, check_device, check_seed, choice, finite_float, positive_float, positive_int
 from .data_rank import input_weighted, layer_inputs  # re-exported: Chapter 1 reads them from here
-from .env import few_threads, float_dtype, generator
+from .env import cpu_seeded, few_threads, float_dtype, generator
 from .lora import LoRALinear, add_lora, count_parameters
 
 Optimizer = Literal["sgd", "adam"]
@@ -61,8 +61,7 @@ def make_mlp(d_in: int, width: int, d_out: int, depth: int = 2, activation: str 
     seed, dev = check_seed(seed), check_device(device)
     dims = [d_in] + [width] * depth + [d_out]
     layers: OrderedDict[str, nn.Module] = OrderedDict()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with cpu_seeded(seed):
         for i in range(len(dims) - 1):
             linear = nn.Linear(dims[i], dims[i + 1])
             with torch.no_grad():
@@ -303,9 +302,9 @@ def adapted_copy(model: nn.Module, method: str = "lora", rank: int | None = None
     """A copy of ``model`` ready to fine-tune: LoRA adapters added (``method="lora"``) or every
     parameter trainable (``method="full"``); ``model`` itself is left untouched.
 
-    The adapters are drawn on the CPU from a private stream seeded by ``seed`` and then moved to
-    the model's device, so a seed gives the same adapters on every device and no global random
-    stream (CPU or GPU) changes.
+    The adapters are drawn on the CPU from a private stream seeded by ``seed`` (:mod:`lrkit.init`
+    draws on the CPU and copies to the model's device), so a seed gives the same adapters on every
+    device and no global random stream (CPU or GPU) changes.
     """
     choice(method, "method", METHODS)
     seed = check_seed(seed)
@@ -315,13 +314,8 @@ def adapted_copy(model: nn.Module, method: str = "lora", rank: int | None = None
     if method == "lora":
         if rank is None:
             raise ValueError("rank is required for method='lora' (an int >= 1)")
-        first = next(tuned.parameters(), None)
-        dev = first.device if first is not None else torch.device("cpu")
-        tuned.cpu()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with cpu_seeded(seed):
             add_lora(tuned, rank, alpha=alpha, targets=targets, rslora=rslora)
-        tuned.to(dev)
     else:
         if rank is not None or targets is not None:
             raise ValueError("rank and targets must be None for method='full' (every weight trains)")

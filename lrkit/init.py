@@ -14,6 +14,9 @@ name       A                                            B
 "pissa"    ``sqrt(S_r / s) V_r^T``                      ``U_r sqrt(S_r / s)``
 ========== ============================================ ===========================
 
+Random draws are made on the CPU (from torch's CPU stream) and copied to the adapter's device,
+so a seed gives the same adapters on CPU, CUDA and MPS.
+
 "A" and "B" are Init[A] and Init[B] of Hayou, Ghosh and Yu (2024); both make
 ``B A = 0``, so the adapted model equals the pretrained one at step 0.
 PiSSA (Meng et al. 2024) takes the top-r singular triplets of ``W0 = U S V^T``
@@ -33,20 +36,31 @@ __all__ = ["INIT_SCHEMES", "InitFn", "check_init_name", "init_lora_"]
 
 
 @torch.no_grad()
+def _on_cpu(t: torch.Tensor, draw: Callable[[torch.Tensor], object]) -> None:
+    """Fill ``t`` by ``draw`` on the CPU stream: in place on the CPU, else drawn on the CPU and copied."""
+    if t.device.type == "cpu":
+        draw(t)
+    else:
+        tmp = torch.empty(t.shape, dtype=t.dtype)
+        draw(tmp)
+        t.copy_(tmp)
+
+
+@torch.no_grad()
 def _init_a(A: torch.Tensor, B: torch.Tensor, W0: torch.Tensor, scaling: float) -> None:
-    nn.init.kaiming_uniform_(A, a=math.sqrt(5))
+    _on_cpu(A, lambda t: nn.init.kaiming_uniform_(t, a=math.sqrt(5)))
     B.zero_()
 
 
 @torch.no_grad()
 def _init_b(A: torch.Tensor, B: torch.Tensor, W0: torch.Tensor, scaling: float) -> None:
     A.zero_()
-    nn.init.kaiming_uniform_(B, a=math.sqrt(5))
+    _on_cpu(B, lambda t: nn.init.kaiming_uniform_(t, a=math.sqrt(5)))
 
 
 @torch.no_grad()
 def _init_gaussian(A: torch.Tensor, B: torch.Tensor, W0: torch.Tensor, scaling: float) -> None:
-    nn.init.normal_(A, std=1.0 / A.shape[0])
+    _on_cpu(A, lambda t: nn.init.normal_(t, std=1.0 / A.shape[0]))
     B.zero_()
 
 

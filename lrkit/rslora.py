@@ -40,7 +40,7 @@ from typing import Literal
 import torch
 
 from ._validate import as_int, blowup_factor, broadcast, check_device, check_seed, choice, positive_float, positive_int
-from .env import few_threads, float_dtype
+from .env import cpu_seeded, few_threads, float_dtype
 from .finetune import power_law_matrix
 from .init import check_init_name, init_lora_
 from .lora import lora_scaling
@@ -109,8 +109,7 @@ def initial_factors(n_in: int, rank: int, draws: Sequence[int], seed: int = 0, i
     out = torch.empty(len(draws), rank, n_in, dtype=torch.float64)
     for k, d in enumerate(draws):
         A, B = torch.empty(rank, n_in), torch.empty(1, rank)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(check_seed(seed, "seed") * 100_003 + check_seed(d, "draw"))
+        with cpu_seeded(check_seed(seed, "seed") * 100_003 + check_seed(d, "draw")):
             init_lora_(A, B, torch.zeros(1, n_in), 1.0, init)
         out[k] = A.to(torch.float64)
     return out.to(dtype)

@@ -175,3 +175,30 @@ def test_adapters_are_the_same_on_cuda() -> None:
     gpu = ft.adapted_copy(base.to("cuda"), "lora", rank=2, seed=7)
     for (_, a), (_, b) in zip(lrkit.lora_layers(cpu), lrkit.lora_layers(gpu)):
         assert b.A.device.type == "cuda" and torch.equal(a.A, b.A.cpu())
+
+
+def test_seeded_draws_never_seed_a_gpu_stream(monkeypatch: pytest.MonkeyPatch) -> None:
+    def forbidden(seed: int) -> None:
+        raise AssertionError("a GPU stream was seeded as a side effect")
+
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", forbidden)
+    monkeypatch.setattr(torch.mps, "manual_seed", forbidden, raising=False)
+    base, _ = task()
+    ft.adapted_copy(base, "lora", rank=2, seed=3)
+    rs.initial_factors(4, 2, [0, 1], seed=1)
+    from lrkit.checks.core import check_function
+    check_function(lambda n: torch.randn(n), lambda n: torch.randn(n), [{"n": 3}], seed=5, quiet=True)
+
+
+def test_adapters_on_another_device_are_drawn_from_the_cpu_stream() -> None:
+    # a meta-device layer (no data, no generator of its own): its A must consume the CPU stream
+    # exactly as a CPU layer's does, i.e. be drawn on the CPU and copied over
+    after = []
+    for device in ("cpu", "meta"):
+        base = torch.nn.Linear(8, 4).to(device)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            layer = lrkit.LoRALinear(base, 2)
+            after.append(torch.rand(1))
+        assert layer.A.device.type == device
+    assert torch.equal(after[0], after[1])

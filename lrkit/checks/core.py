@@ -35,10 +35,11 @@ class CheckFailed(AssertionError):
 
 @contextlib.contextmanager
 def private_rng(seed: int | None = None) -> Iterator[None]:
-    """Run a block on a forked copy of torch's CPU random stream (seeded if ``seed`` is given)."""
+    """Run a block on a forked copy of torch's CPU random stream (seeded if ``seed`` is given; no GPU
+    stream is seeded or changed)."""
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
-            torch.manual_seed(seed)
+            torch.default_generator.manual_seed(seed)
         yield
 
 
