@@ -1,24 +1,32 @@
 """lrkit: the teaching package of the course on low-rank learning dynamics.
 
-One module per idea; each chapter imports the module named after it:
+One module per idea; each chapter imports the modules named after it:
 
-* :mod:`lrkit.env`         device, seeding, the ``LRKIT_SCALE`` knob, CPU threads
-* :mod:`lrkit.lora`        ``LoRALinear`` and adapters on whole models (PEFT semantics)
-* :mod:`lrkit.init`        LoRA initialisation schemes: "A", "B", "gaussian", "pissa"
-* :mod:`lrkit.spectra`     spectra of weight updates, rank for a share of energy
-* :mod:`lrkit.finetune`    student-teacher fine-tuning tasks, rsLoRA sweeps (Chapter 1)
-* :mod:`lrkit.deep_linear` Saxe et al.'s exact mode dynamics and simulations (Chapter 2)
-* :mod:`lrkit.ssm`         linear state-space models in the frequency domain (Chapter 3)
-* :mod:`lrkit.sensing`     matrix sensing and factorised gradient descent (Chapter 4)
-* :mod:`lrkit.sweep`       many LoRA configurations as one tensor program (Chapters 5, 6)
-* :mod:`lrkit.optim`       batched Adam/SGD steps and LoRA+ parameter groups (Chapters 5, 6)
-* :mod:`lrkit.rf`          random-feature ridge regression: theory and simulation (Chapter 7)
-* :mod:`lrkit.fit`         power laws fitted in log-log space, with standard errors
-* :mod:`lrkit.plot`        theory as lines, experiments as markers
-* :mod:`lrkit.claims`      the claims ledger: ``claim(...)`` checks, prints and records every claim
-* :mod:`lrkit.book`        ``glue`` for the book build (a no-op on Colab)
-* :mod:`lrkit.checks`      checks that exercises call (one submodule per chapter)
-* :mod:`lrkit.course`      exercises from solutions, grading (``python -m lrkit.course``)
+* :mod:`lrkit.env`            device, seeding (``LRKIT_SEED``), the ``LRKIT_SCALE`` knob, CPU threads
+* :mod:`lrkit.lora`           ``LoRALinear`` and adapters on whole models (PEFT semantics; DoRA)
+* :mod:`lrkit.init`           LoRA initialisation schemes: "A", "B", "gaussian", "pissa"
+* :mod:`lrkit.spectra`        spectra of weight updates, energy ranks, subspace overlaps, intruder dimensions
+* Chapter 1: :mod:`lrkit.finetune` (student-teacher tasks), :mod:`lrkit.finetune_sweep` (LoRA vs full
+  fine-tuning batched over rates), :mod:`lrkit.rslora` (rank scaling, the exact reparametrisation),
+  :mod:`lrkit.data_rank` (the input-weighted rank of an update)
+* Chapter 2: :mod:`lrkit.deep_linear` (:mod:`~lrkit.deep_linear_theory`, :mod:`~lrkit.deep_linear_sim`),
+  :mod:`lrkit.hierarchy` (Saxe et al.'s hierarchical data)
+* Chapter 3: :mod:`lrkit.ssm`, :mod:`lrkit.ssm_learning`, :mod:`lrkit.ssm_poles` (linear state-space models)
+* Chapter 4: :mod:`lrkit.sensing` (problem, factors, sweep, theory: matrix sensing)
+* Chapters 5, 6: :mod:`lrkit.sweep` (many LoRA configurations as one tensor program), :mod:`lrkit.lora_task`,
+  :mod:`lrkit.lr_scaling` (rate readers, the per-step terms), :mod:`lrkit.optim` (batched Adam/SGD, LoRA+)
+* Chapter 7: :mod:`lrkit.rf` (random-feature ridge regression: inputs, solvers, theory, simulation, ReLU)
+* Chapter 8: :mod:`lrkit.transformer` (a small GPT), :mod:`lrkit.forgetting` (learning vs forgetting)
+* Chapter 9: :mod:`lrkit.beyond_kernels`, :mod:`lrkit.spherical_sgd`, :mod:`lrkit.hermite` (Dayi and Chen)
+* Chapter 10: :mod:`lrkit.variants` (LoRA-GA, LoRA-SB, ...), :mod:`lrkit.galore`, :mod:`lrkit.variant_bench`
+* :mod:`lrkit.runs`           one convention for batched runs: divergence, freezing, results
+* :mod:`lrkit.fit`            power laws fitted in log-log space, with standard errors and grid tolerances
+* :mod:`lrkit.plot`           theory as lines, experiments as markers; :mod:`lrkit.explore` static and live sliders
+* :mod:`lrkit.claims`         the claims ledger: ``claim(...)`` checks, prints and records every claim
+  (:mod:`~lrkit.claims_page` writes the claims page, :mod:`~lrkit.claims_runs` reruns lessons over seeds)
+* :mod:`lrkit.book`           ``glue`` for the book build (a no-op on Colab)
+* :mod:`lrkit.checks`         checks that exercises call (a core, then one submodule per chapter)
+* :mod:`lrkit.course`         exercises from solutions, Colab editions, sandboxed grading (``python -m lrkit.course``)
 """
 
 from .claims import claim
