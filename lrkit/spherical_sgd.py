@@ -4,7 +4,10 @@ The process is :func:`lrkit.beyond_kernels.sgd_step`'s, in the reduced coordinat
 :mod:`lrkit.beyond_kernels`: per step and chain, ``g ~ N(0, I_k)`` (zero for the GLM) and
 ``x ~ N(0, I_d')`` on the complement of ``span(W)``, ``a = u . x``, ``b = u_hat . x``; chains of
 different ``d`` share one ``(C, max d')`` tensor, padded with zeros and masked. Cost per step
-``O(C (max d' + k))``; a run stops when every chain has reached the threshold.
+``O(C (max d' + k))``; a run stops when every chain has reached the threshold. The chains are
+the configuration axis (``K = C``) of :mod:`lrkit.runs`: a chain whose overlap turns non-finite
+diverges (a normalised chain cannot blow up, so ``blowup`` is infinite), is frozen at its last
+direction, and reads NaN from then on.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import torch
 from ._validate import choice, positive_float, positive_int
 from .beyond_kernels import MODELS, Setting, outputs
 from .env import generator, get_device, resolve_scale
+from .runs import Divergence
 
 __all__ = ["Run", "simulate", "sizes"]
 
@@ -25,7 +29,8 @@ __all__ = ["Run", "simulate", "sizes"]
 @dataclass
 class Run:
     """Result of :func:`simulate`: per configuration ``d``, ``seed``, ``m0``, ``steps_to`` (inf: not reached);
-    ``t`` ``(R,)`` recorded steps and ``m`` ``(C, R)`` overlaps; ``final`` ``(C,)`` the last overlap."""
+    ``t`` ``(R,)`` recorded steps and ``m`` ``(C, R)`` overlaps; ``final`` ``(C,)`` the last overlap;
+    ``diverged`` ``(C,)`` and ``diverged_at`` ``(C,)`` (-1: never), as every :class:`lrkit.runs.RunResult`."""
 
     d: np.ndarray
     seed: np.ndarray
@@ -36,6 +41,8 @@ class Run:
     final: np.ndarray
     steps: int
     meta: dict = field(default_factory=dict)
+    diverged: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    diverged_at: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     def median_steps(self) -> dict[int, float]:
         """Median of ``steps_to`` over seeds, per ``d`` (inf when half the seeds did not reach the threshold)."""
@@ -92,6 +99,7 @@ def simulate(setting: Setting | list[Setting], dims: list[int], seeds: list[int]
     gen = torch.Generator(device=dev).manual_seed(seeds[0] if stream_seed is None else stream_seed)
     m = (uh * u).sum(-1)
     m0 = m.cpu().numpy().copy()
+    div = Divergence(len(conf), blowup=math.inf, device=dev)
     hit = torch.full_like(m, math.inf)
     every = max(1, max_steps // records)
     ts, ms = [0], [m.cpu()]
@@ -102,9 +110,11 @@ def simulate(setting: Setting | list[Setting], dims: list[int], seeds: list[int]
         dldb = outputs(s0.act, s0.xi, lam, c, ch, g, (x * u).sum(-1), (x * uh).sum(-1), model)[2]
         grad = dldb[:, None] * x
         grad = grad - (grad * uh).sum(-1, keepdim=True) * uh
-        uh = uh - eta * grad
-        uh = uh / uh.norm(dim=-1, keepdim=True)
-        m = (uh * u).sum(-1)
+        new = uh - eta * grad
+        new = new / new.norm(dim=-1, keepdim=True)
+        div.update((new * u).sum(-1), t)          # no host synchronisation
+        uh = div.keep(new, uh)                    # a diverged chain stays at its last finite direction
+        m = div.mask((uh * u).sum(-1))
         hit = torch.where(torch.isinf(hit) & (m >= threshold), torch.full_like(hit, t), hit)
         if t % every == 0:
             ts.append(t)
@@ -113,9 +123,11 @@ def simulate(setting: Setting | list[Setting], dims: list[int], seeds: list[int]
             if bool((done >= stop_fraction).all()):
                 break
     d_arr = np.array([dims[i] for i, _ in conf])
+    diverged, diverged_at = div.result()
     return Run(d=d_arr, seed=np.array([seeds[j] for _, j in conf]), m0=m0, steps_to=hit.cpu().numpy(),
                t=np.array(ts), m=torch.stack(ms, 1).numpy(), final=m.cpu().numpy(), steps=t,
-               meta=dict(model=model, threshold=threshold, lr=lrs, dims=dims))
+               meta=dict(model=model, threshold=threshold, lr=lrs, dims=dims), diverged=diverged,
+               diverged_at=diverged_at)
 
 
 def sizes(scale: str | None = None) -> dict[str, object]:

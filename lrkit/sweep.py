@@ -7,9 +7,10 @@ reduced sufficient statistics at a cost of ``K r n m`` per step (``m = rank(Z) <
 
 **The sweep.** :func:`run_lora_sweep` trains ``K`` configurations at once, each with its
 own ``(eta_A, eta_B, init, seed)``: ``A`` (K, r, n), ``B`` (K, n, r). A configuration whose
-loss becomes non-finite or exceeds ``blowup`` times its start is *diverged*: frozen, marked,
-its curves NaN from then on. ``snapshots`` keeps ``(A, B)`` at chosen steps. The readers of
-a sweep live in :mod:`lrkit.lr_scaling` and are re-exported here, with ``fit_exponent``.
+loss becomes non-finite or exceeds ``blowup`` times the task's starting loss is *diverged*:
+frozen, marked, its curves NaN from then on (the course's one rule, :mod:`lrkit.runs`).
+``snapshots`` keeps ``(A, B)`` at chosen steps. The readers of a sweep live in
+:mod:`lrkit.lr_scaling` and are re-exported here, with ``fit_exponent``.
 Randomness comes from explicit seeds: a configuration gives the same numbers in a sweep of
 one and in a sweep of a thousand.
 """
@@ -41,6 +42,7 @@ from .lr_scaling import (
     steps_to_reach,
 )
 from .optim import AdamState, batched_adam_step, batched_sgd_step
+from .runs import Divergence
 
 OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
 # pissa needs a base weight
@@ -109,6 +111,11 @@ class SweepResult:
     def final_loss(self) -> np.ndarray:
         """Relative loss after the last step, NaN for diverged configurations."""
         return self.loss[:, -1]
+
+    @property
+    def final(self) -> np.ndarray:
+        """The :class:`lrkit.runs.RunResult` name of :attr:`final_loss`."""
+        return self.final_loss
 
     def __len__(self) -> int:
         return len(self.init)
@@ -214,16 +221,13 @@ def _train(task: LoRATask, etas_A: list[float], etas_B: list[float], inits: list
     lr_A = torch.tensor(etas_A, device=dev)
     lr_B = torch.tensor(etas_B, device=dev)
     state_A, state_B = AdamState(A), AdamState(B)
-    alive = torch.ones(K, dtype=torch.bool, device=dev)
-    died = torch.full((K,), -1, dtype=torch.long)
+    div = Divergence(K, blowup, dev, start=1.0)        # losses below are relative to the task's L0
     L0 = task.initial_loss
-    loss = torch.full((K, steps + 1), float("nan"))
-    feat = torch.full((K, steps + 1), float("nan"))
+    loss = torch.full((K, steps + 1), float("nan"), device=dev)   # curves stay on the device
+    feat = torch.full((K, steps + 1), float("nan"), device=dev)
     shots: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     bar = _progress(steps, progress)
     norm = scaling / (n * N)
-    zero = torch.zeros((), device=dev)
-    nan = torch.tensor(float("nan"))
     for t in range(steps + 1):
         if t in keep:
             shots[t] = (A.cpu().clone(), B.cpu().clone())
@@ -234,20 +238,11 @@ def _train(task: LoRATask, etas_A: list[float], etas_B: list[float], inits: list
         BtY = Bt @ Yr64                                   # (K, r, m)  B^T Yr
         sq = scaling ** 2 * (G * PPt).sum((1, 2)) - 2 * scaling * (BtY * Pd).sum((1, 2)) + y2
         Lk = (0.5 * sq.clamp_min(0) / (n * N) / L0).float()   # (K,) loss relative to step 0
-        bad = alive & (~torch.isfinite(Lk) | (Lk > blowup))
-        if bool(bad.any()):
-            died[bad.cpu()] = t
-            alive &= ~bad
-            ok = alive.view(K, 1, 1)
-            A, B, P, G, PPt, BtY = (torch.where(ok, x, zero.to(x.dtype))
-                                    for x in (A, B, P, G, PPt, BtY))
-            for st in (state_A, state_B):
-                st.m = torch.where(ok, st.m, zero)
-                st.v = torch.where(ok, st.v, zero)
-        live = alive.cpu()
-        loss[:, t] = torch.where(live, Lk.cpu(), nan)
-        rms = (P.square().sum((1, 2)) / (rank * N)).sqrt().cpu()
-        feat[:, t] = torch.where(live, rms, nan)
+        alive = div.update(Lk, t)                         # no host synchronisation
+        A, B, P, G, PPt, BtY = div.freeze(A, B, P, G, PPt, BtY)
+        state_A.m, state_A.v, state_B.m, state_B.v = div.freeze(state_A.m, state_A.v, state_B.m, state_B.v)
+        loss[:, t] = div.mask(Lk)
+        feat[:, t] = div.mask((P.square().sum((1, 2)) / (rank * N)).sqrt())
         if t == steps:
             break
         gB = norm * (scaling * (B @ PPt.float()) - Yr @ P.transpose(1, 2))   # s E P^T / (nN)
@@ -261,7 +256,8 @@ def _train(task: LoRATask, etas_A: list[float], etas_B: list[float], inits: list
             B = batched_sgd_step(B, gB, rate_B)
         bar.update(1)
     bar.close()
+    diverged, diverged_at = div.result()
     return SweepResult(eta_A=np.array(etas_A), eta_B=np.array(etas_B), init=list(inits),
-                       seed=list(seeds), loss=loss.numpy(), feature_rms=feat.numpy(),
-                       diverged=died.numpy() >= 0, diverged_at=died.numpy(), A=A.cpu(), B=B.cpu(),
+                       seed=list(seeds), loss=loss.cpu().numpy(), feature_rms=feat.cpu().numpy(),
+                       diverged=diverged, diverged_at=diverged_at, A=A.cpu(), B=B.cpu(),
                        snapshots=shots)
