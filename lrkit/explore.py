@@ -3,7 +3,7 @@
 A lesson's Explore section lets a reader change a knob (a rank, a ratio, a width)
 and watch one figure change. Two views share one drawing function
 ``draw(ax, **values)`` (``ax`` is a single :class:`~matplotlib.axes.Axes`, or the
-flat array of axes when ``ncols > 1``), which draws one state of the figure:
+flat array of axes when ``ncols > 1``), which draws one state of the figure (and does not call ``plt.show``):
 
 * :func:`explore` precomputes the figure over a small grid of control values,
   ``controls = {"rank": [1, 2, 4, 8], "rule": ["alpha/r", "alpha/sqrt(r)"]}``,
@@ -29,6 +29,7 @@ Only matplotlib, numpy and ipywidgets/IPython (ipywidgets' own dependency) are u
 from __future__ import annotations
 
 import html
+import inspect
 import itertools
 import math
 import re
@@ -44,6 +45,8 @@ from matplotlib.axes import Axes
 
 from ._validate import positive_float, positive_int
 from .plot import STYLE, new_figure
+
+RC: Any = STYLE  # the course style, as rc_context wants it
 
 __all__ = ["explore", "explore_live", "grid_points", "MAX_FRAMES"]
 
@@ -111,14 +114,14 @@ def _draw_frame(fig: Any, axes: np.ndarray, draw: Draw, point: Mapping[str, Any]
     for ax in axes:
         ax.clear()
         ax.grid(True, alpha=0.3)
-    with plt.rc_context(STYLE):
+    with plt.rc_context(RC):
         draw(_target(axes, ncols), **point)
     fig.suptitle(_caption(point), fontsize=9)
 
 
 def explore(draw: Draw, controls: Mapping[str, Sequence[Any]], *, alt: str | None = None,
             ncols: int = 1, width: float = 5.0, height: float = 3.4, dpi: int = 80,
-            fps: float = 2.0, same_limits: bool = True) -> Any:
+            fps: int = 2, same_limits: bool = True) -> Any:
     """The static explorer: ``draw`` over the grid ``controls``, as a ``to_jshtml`` player.
 
     ``draw(ax, **values)`` draws one state into a cleared axes (``ax`` is the flat
@@ -132,7 +135,7 @@ def explore(draw: Draw, controls: Mapping[str, Sequence[Any]], *, alt: str | Non
     points = grid_points(controls)
     ncols = positive_int(ncols, "ncols")
     width, height = positive_float(width, "width"), positive_float(height, "height")
-    dpi, fps = positive_int(dpi, "dpi"), positive_float(fps, "fps")
+    dpi, fps = positive_int(dpi, "dpi"), positive_int(fps, "fps")
     if alt is not None and (not isinstance(alt, str) or len(alt.strip()) < 10):
         raise ValueError(f"alt must describe the figure in at least 10 characters, got {alt!r}")
     from IPython.display import HTML
@@ -151,7 +154,7 @@ def explore(draw: Draw, controls: Mapping[str, Sequence[Any]], *, alt: str | Non
                     for ax, (xl, yl) in zip(axes, limits or []):
                         ax.set_xlim(xl)
                         ax.set_ylim(yl)
-                    writer.grab_frame()
+                    writer.grab_frame()  # type: ignore[no-untyped-call]
                     if limits is not None:  # same ticks in every frame: keep the first layout
                         fig.set_layout_engine("none")
             player = path.read_text(encoding="utf-8")
@@ -195,24 +198,37 @@ def _union_limits(fig: Any, axes: np.ndarray, draw: Draw, points: list[dict[str,
     return out
 
 
-def _control(widgets: Any, name: str, spec: Any) -> Any:
-    """An ipywidgets control for ``spec``: a widget as it is, or a list of values."""
+def _control(widgets: Any, name: str, spec: Any, default: Any) -> Any:
+    """An ipywidgets control for ``spec``: a widget as it is, or a list of values.
+
+    A list starts at ``default`` (draw's own default for that keyword) when it holds it.
+    """
     if isinstance(spec, widgets.ValueWidget):
         return spec
     values = _values(name, spec)
+    start = default if any(default is v or default == v for v in values) else values[0]
     style = {"description_width": "initial"}
     if all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in values):
-        return widgets.SelectionSlider(options=values, value=values[0], description=name,
+        return widgets.SelectionSlider(options=values, value=start, description=name,
                                        continuous_update=False, style=style)
-    return widgets.Dropdown(options=values, value=values[0], description=name, style=style)
+    return widgets.Dropdown(options=values, value=start, description=name, style=style)
+
+
+def _defaults(draw: Draw) -> dict[str, Any]:
+    try:
+        params = inspect.signature(draw).parameters.values()
+    except (TypeError, ValueError):
+        return {}
+    return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
 
 
 def explore_live(draw: Draw, controls: Mapping[str, Any], *, ncols: int = 1,
                  width: float = 5.0, height: float = 3.4) -> Any:
     """The live explorer: ipywidgets controls that call ``draw(ax, **values)`` on change.
 
-    ``controls`` maps each keyword of ``draw`` to a list of values or to an
-    ipywidgets control (e.g. ``widgets.IntSlider(...)``). Nothing is drawn until the
+    ``controls`` maps each keyword of ``draw`` to a list of values (the control
+    starts at ``draw``'s default for it when the list holds it, else at the first
+    value) or to an ipywidgets control (e.g. ``widgets.IntSlider(...)``). Nothing is drawn until the
     "Draw" button is pressed or a control changes, so the book shows the controls
     (with a note that they need a kernel) and no second figure. Returns the
     ``ipywidgets.VBox`` (display it as a cell's last expression), or ``None`` with a
@@ -229,7 +245,8 @@ def explore_live(draw: Draw, controls: Mapping[str, Any], *, ncols: int = 1,
         return None
     from IPython.display import display
 
-    boxes = {name: _control(widgets, name, spec) for name, spec in controls.items()}
+    defaults = _defaults(draw)
+    boxes = {name: _control(widgets, name, spec, defaults.get(name)) for name, spec in controls.items()}
     out = widgets.Output()
     button = widgets.Button(description="Draw")
 
@@ -239,9 +256,10 @@ def explore_live(draw: Draw, controls: Mapping[str, Any], *, ncols: int = 1,
         with out:
             fig, axes = new_figure(ncols=ncols, width=width, height=height)
             try:
-                with plt.rc_context(STYLE):
+                with plt.rc_context(RC):
                     draw(_target(axes, ncols), **values)
-                display(fig)  # type: ignore[no-untyped-call]
+                if plt.fignum_exists(fig.number):  # unless draw already showed it
+                    display(fig)  # type: ignore[no-untyped-call]
             finally:
                 plt.close(fig)
 

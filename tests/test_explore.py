@@ -133,3 +133,13 @@ def test_live_bad_inputs_are_named() -> None:
         explore_live(draw, {})
     with pytest.raises(TypeError, match=re.escape("controls['rank']")):
         explore_live(draw, {"rank": 3})
+
+
+def test_live_controls_start_at_draws_defaults() -> None:
+    pytest.importorskip("ipywidgets")
+
+    def draw_d(ax, rank=4, rule="alpha/sqrt(r)"):
+        ax.plot([0, 1], [0, rank])
+
+    panel = explore_live(draw_d, {"rank": [1, 2, 4, 8], "rule": ["alpha/r", "alpha/sqrt(r)"]})
+    assert panel.children[1].value == 4 and panel.children[2].value == "alpha/sqrt(r)"
