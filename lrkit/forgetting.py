@@ -28,8 +28,8 @@ held-out target and source sequences: the learning curve and the forgetting curv
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 from torch import nn
@@ -41,9 +41,9 @@ from .env import generator, resolve_scale
 from .optim import AdamState, batched_adam_step
 from .transformer import ALL_TARGETS, GPT, GPTConfig, next_token_loss
 
-__all__ = ["sizes", "random_chains", "entropy_rate", "bayes_loss", "sample_sequences", "pretrain", "Sweep", "finetune_sweep",
-           "sequence_loss", "projection_names", "layer_second_moments", "intruder_summary", "mitigate",
-           "input_weighted", "pareto_excess"]
+__all__ = ["sizes", "random_chains", "entropy_rate", "bayes_loss", "sample_sequences", "pretrain", "Sweep",
+           "finetune_sweep", "sequence_loss", "projection_names", "layer_second_moments", "intruder_summary",
+           "mitigate", "input_weighted", "pareto_excess"]
 
 
 def sizes(scale: str | None = None) -> dict[str, object]:

@@ -127,7 +127,7 @@ class GPT(nn.Module):
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         B, T = idx.shape
-        if T > self.cfg.block_size:
+        if self.cfg.block_size < T:
             raise ValueError(f"sequence length {T} exceeds block_size {self.cfg.block_size}")
         x = self.tok_emb(idx) + self.pos_emb(torch.arange(T, device=idx.device))   # (B, T, d)
         for block in self.blocks:

@@ -172,5 +172,5 @@ def test_layer_second_moments_are_the_inputs_gram_matrices(setup: dict) -> None:
     model, x = setup["model"], setup["evals"]["target"]
     moments = fg.layer_second_moments(model, {}, x)
     assert set(moments) == set(fg.projection_names(model))
-    for n, m in moments.items():
+    for m in moments.values():
         assert torch.allclose(m, m.T) and torch.linalg.eigvalsh(m).min() > -1e-8

@@ -7,14 +7,14 @@ import math
 
 import pytest
 import torch
-from torch import nn
-
-from lrkit import add_lora, lora_layers
-from lrkit.spectra import intruder_dimensions, reduce_intruders
 
 # PEFT is a test-only dependency (the "test" extra): a missing PEFT fails here, it is never skipped.
 from peft import LoraConfig, get_peft_model
 from peft.tuners.lora.intruders import reduce_intruder_dimension
+from torch import nn
+
+from lrkit import add_lora, lora_layers
+from lrkit.spectra import intruder_dimensions, reduce_intruders
 
 
 def _base(d: int = 32, seed: int = 0) -> torch.Tensor:

@@ -8,7 +8,8 @@ other inputs.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 
@@ -44,7 +45,7 @@ def _variant_hint(actual: Any, case: Mapping[str, Any], variants: Mapping[str, C
     for hint, fn in variants.items():
         try:
             value = fn()
-        except Exception:  # noqa: BLE001 - a variant that cannot be computed is not the learner's mistake
+        except Exception:  # a variant that cannot be computed is not the learner's mistake
             continue
         if isinstance(actual, torch.Tensor) and isinstance(value, torch.Tensor):
             if actual.shape == value.shape and torch.allclose(actual.double(), value.double(), atol=1e-8):
