@@ -70,13 +70,18 @@ def make_task(seeds: list[int], base_seed: int = 0, d: int = 32, h: int = 32, o:
     X, Y, Xt, Yt, Xs, Ys = [], [], [], [], [], []
     for s in seeds:
         gs = torch.Generator().manual_seed(10_000 + s)
-        T = [w + shift * w.norm() * power_law_matrix(*w.shape, decay=1.0, seed=1000 * s + i, device="cpu")
+        T = [w + shift * w.norm() * power_law_matrix(w.shape[0], w.shape[1], decay=1.0, seed=1000 * s + i,
+                                                     device="cpu")
              for i, w in enumerate(W0)]
         x = torch.randn(n_train + n_test, d, generator=gs) * scales
         y = _forward([t[None] for t in T], x[None])[0]
         xs = torch.randn(n_test, d, generator=gs)
-        X.append(x[:n_train]), Y.append(y[:n_train]), Xt.append(x[n_train:]), Yt.append(y[n_train:])
-        Xs.append(xs), Ys.append(_forward([w[None] for w in W0], xs[None])[0])
+        X.append(x[:n_train])
+        Y.append(y[:n_train])
+        Xt.append(x[n_train:])
+        Yt.append(y[n_train:])
+        Xs.append(xs)
+        Ys.append(_forward([w[None] for w in W0], xs[None])[0])
     st = torch.stack
     return BenchTask(W0, st(X), st(Y), st(Xt), st(Yt), st(Xs), st(Ys))
 
@@ -138,7 +143,8 @@ def run_method(task: BenchTask, method: str, lrs: list[float], rank: int = 4, st
                 B = torch.zeros(K, out_f, rank)
             if method in ("pissa", "loraga"):
                 W0[i] = w - B @ A  # s = 1: the model is unchanged at step 0
-            As.append(A), Bs.append(B)
+            As.append(A)
+            Bs.append(B)
             if method == "dora":
                 Ms.append((W0[i] + B @ A).norm(dim=2))
         params = [t.clone().requires_grad_(True) for t in As + Bs + Ms]
@@ -176,7 +182,8 @@ def run_method(task: BenchTask, method: str, lrs: list[float], rank: int = 4, st
     return {"target": target.reshape(L, S), "forget": forget.reshape(L, S), "seconds_per_step": per_step}
 
 
-def _galore_step(p: torch.Tensor, g: torch.Tensor, t: int, j: int, proj: list, low: list,
+def _galore_step(p: torch.Tensor, g: torch.Tensor, t: int, j: int, proj: list[torch.Tensor | None],
+                 low: list[AdamState | None],
                  lr: torch.Tensor, rank: int, gap: int, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-6) -> torch.Tensor:
     """Batched :class:`lrkit.galore.GaLoreAdamW` step (proj_type "std", scale 1) on (K, m, n)."""
@@ -185,10 +192,11 @@ def _galore_step(p: torch.Tensor, g: torch.Tensor, t: int, j: int, proj: list, l
         U, _, Vh = torch.linalg.svd(g, full_matrices=False)
         proj[j] = Vh[:, :rank] if tall else U[:, :, :rank]
     P = proj[j]
+    assert P is not None
     R = g @ P.transpose(1, 2) if tall else P.transpose(1, 2) @ g
-    if low[j] is None:
-        low[j] = AdamState(R)
     st = low[j]
+    if st is None:
+        st = low[j] = AdamState(R)
     st.step += 1
     b1, b2 = betas
     st.m.mul_(b1).add_(R, alpha=1 - b1)
@@ -199,10 +207,13 @@ def _galore_step(p: torch.Tensor, g: torch.Tensor, t: int, j: int, proj: list, l
     return p - size * back
 
 
-def select_and_evaluate(result: dict, lrs: list[float], n_train_seeds: int) -> dict[str, float]:
+def select_and_evaluate(result: dict[str, torch.Tensor | float], lrs: list[float],
+                        n_train_seeds: int) -> dict[str, float]:
     """Pick the learning rate with the lowest mean target loss on the first ``n_train_seeds``
     seeds (columns); report mean and standard deviation on the remaining, held-out seeds."""
     target, forget = result["target"], result["forget"]
+    if not isinstance(target, torch.Tensor) or not isinstance(forget, torch.Tensor):
+        raise TypeError("result must be run_method's output (tensors 'target' and 'forget')")
     if not 0 < n_train_seeds < target.shape[1]:
         raise ValueError(f"n_train_seeds must be in [1, {target.shape[1] - 1}], got {n_train_seeds}")
     i = int(torch.argmin(target[:, :n_train_seeds].mean(dim=1)))

@@ -66,7 +66,7 @@ def _dora_layer(W0: torch.Tensor, A: torch.Tensor, B: torch.Tensor, m: torch.Ten
     return layer
 
 
-def _grads(fn: Callable[..., Any], case: dict, name: str) -> tuple[torch.Tensor, ...]:
+def _grads(fn: Callable[..., Any], case: dict[str, Any], name: str) -> tuple[torch.Tensor, ...]:
     c = copy.deepcopy(case)
     for k in ("A", "B", "m"):
         c[k] = c[k].clone().requires_grad_(True)
