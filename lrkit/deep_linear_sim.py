@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from ._validate import positive_float, positive_int
 from .deep_linear_theory import check_depth, to_float64
 from .env import generator, get_device
+from .runs import Divergence
 
 __all__ = ["mode_target", "decoupled_init", "decoupled_pair", "random_init", "gradient_step", "DeepLinearRun",
            "train_deep_linear", "half_times", "crossing_times", "mode_pair_gd", "truncation_loss"]
@@ -130,22 +131,23 @@ def gradient_step(weights: Sequence[torch.Tensor], target: torch.Tensor, lr: flo
     D = len(weights)
     if D < 2:
         raise ValueError(f"weights must hold at least 2 matrices, got {D}")
-    prefix = [None] * D  # prefix[l] = W_{l-1} ... W_1 (None for l = 0)
-    for l in range(1, D):
-        prefix[l] = weights[l - 1] if l == 1 else weights[l - 1] @ prefix[l - 1]
+    prefix: list[torch.Tensor] = [weights[0]]  # prefix[l - 1] = W_{l-1} ... W_1 (nothing for l = 0)
+    for l in range(2, D):
+        prefix.append(weights[l - 1] @ prefix[-1])
     W = weights[-1] @ prefix[-1]
     if W.shape[-2:] != target.shape[-2:]:
         raise ValueError(f"target must have the end-to-end map's shape {tuple(W.shape[-2:])}, got "
                          f"{tuple(target.shape[-2:])}")
     E = target - W
-    new, suffix = [None] * D, None  # suffix = W_D ... W_{l+1}
+    new: list[torch.Tensor] = []  # built from the last layer down
+    suffix: torch.Tensor | None = None  # suffix = W_D ... W_{l+1}
     for l in range(D - 1, -1, -1):
         g = E if suffix is None else suffix.transpose(-1, -2) @ E
-        if prefix[l] is not None:
-            g = g @ prefix[l].transpose(-1, -2)
-        new[l] = weights[l] + lr * g
+        if l > 0:
+            g = g @ prefix[l - 1].transpose(-1, -2)
+        new.append(weights[l] + lr * g)
         suffix = weights[l] if suffix is None else suffix @ weights[l]
-    return new
+    return new[::-1]
 
 
 @dataclass
@@ -155,13 +157,21 @@ class DeepLinearRun:
     ``t``: recorded times in units of ``tau`` (``step * lr``), shape ``(T,)``;
     ``modes``: ``u_alpha(t) = u_alpha^T W(t) v_alpha``, shape ``(C, T, k)``;
     ``loss``: ``1/2 ||Sigma31 - W(t)||_F^2``, shape ``(C, T)``;
-    ``diverged``: configurations whose loss became non-finite or exceeded 1e6 times its start, shape ``(C,)``.
+    ``diverged``: configurations whose loss became non-finite or exceeded 1e6 times its start, shape ``(C,)``
+    (the rule of :mod:`lrkit.runs`, checked at the recorded steps); ``diverged_at``: the step it was
+    detected, -1 if never, ``(C,)``; ``final``: the last recorded loss (NaN when diverged), ``(C,)``.
     """
 
     t: torch.Tensor
     modes: torch.Tensor
     loss: torch.Tensor
     diverged: torch.Tensor
+    diverged_at: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
+
+    @property
+    def final(self) -> torch.Tensor:
+        """The last recorded loss per configuration (NaN when diverged): :class:`lrkit.runs.RunResult`."""
+        return self.loss[:, -1]
 
 
 def train_deep_linear(target: torch.Tensor, U: torch.Tensor, V: torch.Tensor, weights: Sequence[torch.Tensor],
@@ -196,21 +206,20 @@ def train_deep_linear(target: torch.Tensor, U: torch.Tensor, V: torch.Tensor, we
 
     times, modes, losses = [0.0], [], []
     m, loss = measure(ws)
-    modes.append(m), losses.append(loss)
-    start = loss.clone()
-    diverged = torch.zeros(C, dtype=torch.bool, device=loss.device)
+    modes.append(m)
+    losses.append(loss)
+    div = Divergence(C, blowup=1e6, device=loss.device, start=loss.clamp_min(1e-12))
     for step in range(1, steps + 1):
         new = gradient_step(ws, target, lr)
-        ws = [torch.where(diverged[:, None, None], w, n) for w, n in zip(ws, new)]
+        ws = [div.keep(n, w) for w, n in zip(ws, new)]      # a diverged configuration stays frozen
         if step % record_every == 0 or step == steps:
             m, loss = measure(ws)
-            bad = ~torch.isfinite(loss) | (loss > 1e6 * start.clamp_min(1e-12))
-            diverged |= bad
+            div.update(loss, step)                            # no host synchronisation
             times.append(step * lr)
-            modes.append(torch.where(diverged[:, None], torch.nan, m))
-            losses.append(torch.where(diverged, torch.nan, loss))
+            modes.append(div.mask(m))
+            losses.append(div.mask(loss))
     return DeepLinearRun(torch.tensor(times, dtype=torch.float64), torch.stack(modes, 1).cpu(),
-                         torch.stack(losses, 1).cpu(), diverged.cpu())
+                         torch.stack(losses, 1).cpu(), ~div.alive.cpu(), div.diverged_at.cpu())
 
 
 def half_times(t: torch.Tensor, modes: torch.Tensor, s: TensorLike) -> torch.Tensor:
@@ -264,7 +273,8 @@ def mode_pair_gd(steps: int, s: TensorLike, a0: TensorLike, b0: TensorLike, lr: 
     for _ in range(steps):
         g = s_t - a * b
         a, b = a + lr * b * g, b + lr * a * g
-        a_out.append(a), b_out.append(b)
+        a_out.append(a)
+        b_out.append(b)
     return torch.stack(a_out), torch.stack(b_out)
 
 

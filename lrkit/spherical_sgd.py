@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,7 +41,7 @@ class Run:
     m: np.ndarray
     final: np.ndarray
     steps: int
-    meta: dict = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
     diverged: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     diverged_at: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 

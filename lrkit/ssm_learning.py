@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from ._validate import positive_float, positive_int
+from .runs import Divergence
 from .ssm import check_signal, check_ssm_params, filtered_input, transfer_function
 
 __all__ = ["SSMRun", "train_ssm", "train_tied", "feature_statistics", "SCHEMES", "latent_half_time",
@@ -63,7 +64,9 @@ def feature_statistics(u: torch.Tensor, y: torch.Tensor, poles: Sequence[float] 
 class SSMRun:
     """A batch of SSM training runs: ``t`` (``step * lr``, ``(T,)``), ``product`` ``w = sum_n C_n B_n``
     ``(cfg, T)``, ``products`` per state ``C_n B_n`` ``(cfg, T, N)``, ``loss`` per time step ``(cfg, T)``,
-    final ``B`` and ``C`` ``(cfg, N)``, ``diverged`` ``(cfg,)``."""
+    final ``B`` and ``C`` ``(cfg, N)``, ``diverged`` ``(cfg,)`` and ``diverged_at`` ``(cfg,)`` (the step,
+    -1 if never; the rule of :mod:`lrkit.runs`, checked at the recorded steps); ``final``: the last
+    recorded loss (NaN when diverged)."""
 
     t: torch.Tensor
     product: torch.Tensor
@@ -72,6 +75,12 @@ class SSMRun:
     B: torch.Tensor
     C: torch.Tensor
     diverged: torch.Tensor
+    diverged_at: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
+
+    @property
+    def final(self) -> torch.Tensor:
+        """The last recorded loss per configuration (NaN when diverged): :class:`lrkit.runs.RunResult`."""
+        return self.loss[:, -1]
 
 
 def train_ssm(u: torch.Tensor, y: torch.Tensor, A: torch.Tensor, B0: torch.Tensor, C0: torch.Tensor, lr: float,
@@ -95,7 +104,7 @@ def train_ssm(u: torch.Tensor, y: torch.Tensor, A: torch.Tensor, B0: torch.Tenso
         check_ssm_params(row, row, row)  # stability and finiteness of every pole
     dev = u.device
     A, B, C = A.to(dev), B.to(dev).clone(), C.to(dev).clone()
-    filt = {float(p): filtered_input(float(p), u, periodic) for p in A.unique()}
+    filt = {p: filtered_input(p, u, periodic) for p in sorted(set(A.flatten().tolist()))}
     z = torch.stack([torch.stack([filt[float(p)] for p in row]) for row in A])  # (cfg, N, M, L)
 
     def predict(B: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
@@ -106,23 +115,21 @@ def train_ssm(u: torch.Tensor, y: torch.Tensor, A: torch.Tensor, B0: torch.Tenso
 
     r = predict(B, C) - y
     times, prods, losses = [0.0], [C * B], [loss_of(r)]
-    start = losses[0].clone()
-    diverged = torch.zeros(A.shape[0], dtype=torch.bool, device=dev)
+    div = Divergence(A.shape[0], blowup=1e6, device=dev, start=losses[0].clamp_min(1e-12))
     for step in range(1, steps + 1):
         g = (z * r.unsqueeze(1)).mean((-1, -2))  # mean(z_n r), (cfg, N)
         B_new, C_new = B - lr * C * g, (C if freeze_C else C - lr * B * g)
-        B = torch.where(diverged[:, None], B, B_new)
-        C = torch.where(diverged[:, None], C, C_new)
+        B, C = div.keep(B_new, B), div.keep(C_new, C)      # a diverged configuration stays frozen
         r = predict(B, C) - y
         if step % record_every == 0 or step == steps:
             loss = loss_of(r)
-            diverged |= ~torch.isfinite(loss) | (loss > 1e6 * start.clamp_min(1e-12))
+            div.update(loss, step)                          # no host synchronisation
             times.append(step * lr)
-            prods.append(torch.where(diverged[:, None], torch.nan, C * B))
-            losses.append(torch.where(diverged, torch.nan, loss))
+            prods.append(div.mask(C * B))
+            losses.append(div.mask(loss))
     products = torch.stack(prods, 1).cpu()
     return SSMRun(torch.tensor(times, dtype=torch.float64), products.sum(-1), products,
-                  torch.stack(losses, 1).cpu(), B.cpu(), C.cpu(), diverged.cpu())
+                  torch.stack(losses, 1).cpu(), B.cpu(), C.cpu(), ~div.alive.cpu(), div.diverged_at.cpu())
 
 
 def train_tied(u: torch.Tensor, y: torch.Tensor, a: float, N: Sequence[int], b0: Sequence[float],
@@ -144,18 +151,21 @@ def train_tied(u: torch.Tensor, y: torch.Tensor, a: float, N: Sequence[int], b0:
         raise ValueError("N, b0 and c0 must be sequences of the same length, with every N >= 1")
     z = filtered_input(float(a), u, True)  # (M, L)
     zz, zy = float(z.square().mean()), float((z * y).mean())  # the loss is quadratic in the gain
-    times, gains = [0.0], [n * b * c]
+    times, gains, recorded = [0.0], [n * b * c], [0]
     for step in range(1, steps + 1):
         g = zz * n * b * c - zy  # mean(z r)
         b, c = b - lr * n * c * g, (c if freeze_c else c - lr * n * b * g)
         if step % record_every == 0 or step == steps:
             times.append(step * lr)
             gains.append(n * b * c)
+            recorded.append(step)
     gain = torch.stack(gains, 1)
     loss = 0.5 * (zz * gain ** 2 - 2 * zy * gain + float(y.square().mean()))
-    bad = ~torch.isfinite(gain).all(1)
+    nonfinite = ~torch.isfinite(gain)
+    bad = nonfinite.any(1)
+    first = torch.tensor(recorded)[nonfinite.long().argmax(1)]   # the first recorded non-finite step
     return SSMRun(torch.tensor(times, dtype=torch.float64), gain, gain[..., None], loss, b[:, None],
-                  c[:, None], bad)
+                  c[:, None], bad, torch.where(bad, first, -1))
 
 
 SCHEMES = ("tied balanced", "tied frozen", "untied frozen", "untied balanced")
