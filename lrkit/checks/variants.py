@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..lora import LoRALinear
-from . import check_close, check_function, fail, passed
+from .core import check_close, check_function, fail, passed
 
 __all__ = ["check_ga_cosine", "check_dora_forward", "check_pissa_gradient"]
 
