@@ -23,7 +23,8 @@ the sum of many rank-r steps in different subspaces has full rank.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch.optim import Optimizer

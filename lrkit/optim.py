@@ -32,7 +32,8 @@ would give it alone, up to float round-off.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import nbformat
 from nbformat import NotebookNode
 
 from lrkit.course import HIDDEN, SOLUTION, cell_key, generate_exercise, read_notebook, regions
+
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTION_NB = ROOT / "tests" / "fixtures" / "grading_solution.ipynb"
 EXERCISE_NB = ROOT / "tests" / "fixtures" / "grading_exercise.ipynb"

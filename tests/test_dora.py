@@ -6,12 +6,12 @@ import copy
 
 import pytest
 import torch
-from torch import nn
-
-from lrkit import LoRALinear, add_lora, count_parameters, lora_layers, merge_lora
 
 # PEFT is a test-only dependency (the "test" extra); a missing PEFT fails here, it is never skipped.
 from peft import LoraConfig, get_peft_model
+from torch import nn
+
+from lrkit import LoRALinear, add_lora, count_parameters, lora_layers, merge_lora
 
 
 class MLP(nn.Module):

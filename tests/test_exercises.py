@@ -17,18 +17,18 @@ from __future__ import annotations
 import importlib
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Iterator
 
 import pytest
+from course_helpers import ROOT, cell, replace, run_in_process, student_copy
 from nbformat import NotebookNode
+from planted import CHAPTERS
 
 import lrkit.checks
-from course_helpers import ROOT, cell, replace, run_in_process, student_copy
 from lrkit import course
 from lrkit.course import execute_cells, read_notebook
-from planted import CHAPTERS
 
 PLANTED = [(chapter, *p) for chapter, (_, _, planted) in CHAPTERS.items() for p in planted]
 PLANTED_IDS = [f"{p[0][:2]}:{p[2]}:{p[4][:30]}" for p in PLANTED]
@@ -154,5 +154,5 @@ def test_every_planted_mistake_is_a_real_edit_of_the_solution(chapter: str) -> N
     nb, ids = solved(chapter), graded_ids(chapter)
     planted = CHAPTERS[chapter][2]
     assert {p[0] for p in planted} == set(ids), "every graded exercise needs at least one planted mistake"
-    for grade_id, key, old, _ in planted:
+    for _grade_id, key, old, _ in planted:
         assert old in cell(nb, key).source

@@ -12,7 +12,6 @@ from torch import nn
 from lrkit.galore import GaLoreAdamW, optimizer_state_numel
 
 
-
 def _authors_adamw() -> type:
     """galore-torch's AdamW without its package __init__ (which imports bitsandbytes for the 8-bit
     optimiser, a CUDA package we do not need). galore-torch is a test-only dependency (the "test"

@@ -10,8 +10,16 @@ import torch
 from torch import nn
 
 import lrkit
-from lrkit import (LoRALinear, add_lora, count_parameters, lora_layers, lora_parameter_count, merge_lora,
-                   remove_lora, unmerge_lora)
+from lrkit import (
+    LoRALinear,
+    add_lora,
+    count_parameters,
+    lora_layers,
+    lora_parameter_count,
+    merge_lora,
+    remove_lora,
+    unmerge_lora,
+)
 
 
 def _layer(i: int = 10, o: int = 6, **kw) -> LoRALinear:

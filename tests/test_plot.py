@@ -3,11 +3,11 @@ from __future__ import annotations
 import matplotlib
 
 matplotlib.use("Agg")
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import pytest
+import torch
 
-from lrkit import plot  # noqa: E402
+from lrkit import plot
 
 
 def test_theory_is_a_line_experiment_is_markers_and_nan_is_dropped() -> None:

@@ -6,14 +6,22 @@ import copy
 
 import pytest
 import torch
-from torch import nn
-
-from lrkit import add_lora, lora_layers
-from lrkit.variants import (best_rank_cosine, cosine, first_step_change, lora_ga_factors, lora_ga_init_,
-                            matrix_galore_run, matrix_lora_run, truncate)
 
 # PEFT is a test-only dependency (the "test" extra): a missing PEFT fails here, it is never skipped.
 from peft import LoraConfig, LoraGAConfig, get_peft_model, preprocess_loraga
+from torch import nn
+
+from lrkit import add_lora, lora_layers
+from lrkit.variants import (
+    best_rank_cosine,
+    cosine,
+    first_step_change,
+    lora_ga_factors,
+    lora_ga_init_,
+    matrix_galore_run,
+    matrix_lora_run,
+    truncate,
+)
 
 
 class MLP(nn.Module):
