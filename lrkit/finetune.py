@@ -32,6 +32,7 @@ from ._validate import blowup_factor, check_device, check_seed, choice, finite_f
 from .data_rank import input_weighted, layer_inputs  # re-exported: Chapter 1 reads them from here
 from .env import cpu_seeded, few_threads, float_dtype, generator
 from .lora import LoRALinear, add_lora, count_parameters
+from .runs import Divergence
 
 Optimizer = Literal["sgd", "adam"]
 METHODS: tuple[str, ...] = ("lora", "full")
@@ -210,8 +211,9 @@ def train(model: nn.Module, data: RegressionData, steps: int, lr: float, optimiz
     ``optimizer``: ``"sgd"`` (plain gradient descent, ``theta <- theta - lr grad``) or
     ``"adam"`` (PyTorch defaults). A run whose loss becomes non-finite or exceeds
     ``blowup`` (a finite factor > 1) times its initial value is flagged ``diverged`` at that
-    step, its parameters are put back to their starting values (as :func:`finetune_lrs` does),
-    the rest of its curve is NaN and its test loss is NaN.
+    step (:class:`lrkit.runs.Divergence`, ``K = 1``), its parameters are put back to their
+    starting values (as :func:`finetune_lrs` does), the rest of its curve is NaN and its test
+    loss is NaN.
 
     The curve stays on the model's device; the host looks at it once every ``check_every``
     steps (to stop a diverged run early), not once per step.
@@ -234,31 +236,27 @@ def train(model: nn.Module, data: RegressionData, steps: int, lr: float, optimiz
     start = [p.detach().clone() for p in params]
     dev, wide = x.device, float_dtype(x.device)
     curve = torch.full((steps + 1,), float("nan"), device=dev)
-    dead = torch.zeros((), dtype=torch.bool, device=dev)
-    dead_at = torch.full((), -1, dtype=torch.long, device=dev)
+    div = Divergence(1, blowup, dev)
     work = 3.0 * x.shape[0] * sum(p.numel() for p in model.parameters())  # forward + backward multiply-adds
     with few_threads(dev, work):
         for t in range(steps + 1):
             loss = ((model(x) - y) ** 2).mean()
-            value = loss.detach()
-            bad = ~torch.isfinite(value)
-            if t > 0:  # compared in float64 where the device has it, as float(curve[0]) was
-                bad = bad | (value.to(wide) > blowup * curve[0].to(wide))
-            dead_at = torch.where(bad & ~dead, t, dead_at)
-            dead = dead | bad
-            curve[t] = torch.where(dead, torch.nan, value.to(curve.dtype))
-            if t == steps or (t % check_every == 0 and bool(dead)):
+            value = loss.detach().view(1).to(wide)  # compared in float64 where the device has it
+            alive = div.update(value, t)
+            curve[t] = div.mask(value)[0]
+            if t == steps or (t % check_every == 0 and not bool(alive[0])):
                 break
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-    diverged = bool(dead)
+    diverged_at = int(div.diverged_at[0])
+    diverged = diverged_at >= 0
     if diverged:
         with torch.no_grad():
             for p, p0 in zip(params, start):
                 p.copy_(p0)
     test = float("nan") if diverged else mse(model, data.x_test, data.y_test)
-    return TrainLog(curve.cpu(), test, diverged, int(dead_at))
+    return TrainLog(curve.cpu(), test, diverged, diverged_at)
 
 
 @dataclass

@@ -32,6 +32,7 @@ from .env import few_threads
 from .finetune import METHODS, OPTIMIZERS, FinetuneResult, Optimizer, RegressionData, TrainLog, adapted_copy, mse
 from .lora import LoRALinear, count_parameters
 from .optim import AdamState, batched_adam_step, batched_sgd_step
+from .runs import Divergence
 
 __all__ = ["finetune_lrs", "finetune_best_lr"]
 
@@ -113,21 +114,15 @@ def finetune_lrs(model: nn.Module, data: RegressionData, lrs: Sequence[float], m
     states = {k: AdamState(p) for k, p in params.items()}
     dev = x.device
     rate = torch.tensor(rates, device=dev)
-    alive = torch.ones(K, dtype=torch.bool, device=dev)
+    div = Divergence(K, blowup, dev)  # the reference: each configuration's loss at step 0
     curve = torch.full((K, steps + 1), float("nan"), device=dev)
-    dead_at = torch.full((K,), -1, dtype=torch.long, device=dev)
     work = 3.0 * K * x.shape[0] * sum(p[0].numel() for p in params.values())
     with few_threads(dev, work):
         for t in range(steps + 1):
             per = ((_forward(layers, params, x, K) - y) ** 2).mean((1, 2))
             value = per.detach()
-            bad = ~torch.isfinite(value)
-            if t:
-                bad = bad | (value > blowup * curve[:, 0])
-            bad = bad & alive
-            dead_at = torch.where(bad, t, dead_at)
-            alive = alive & ~bad
-            curve[:, t] = torch.where(alive, value, torch.nan)
+            alive = div.update(value, t)
+            curve[:, t] = div.mask(value)
             if t == steps or (t % check_every == 0 and not bool(alive.any())):
                 break
             for p in params.values():
@@ -137,15 +132,14 @@ def finetune_lrs(model: nn.Module, data: RegressionData, lrs: Sequence[float], m
                 step_rate = rate * alive.to(rate.dtype)
                 for k, p in params.items():
                     assert p.grad is not None
-                    keep = alive.view(K, *([1] * (p.ndim - 1)))
-                    grad = torch.where(keep, p.grad, 0.0)  # a diverged configuration takes no step
+                    grad = div.keep(p.grad, torch.zeros_like(p.grad))  # a diverged configuration takes no step
                     new = (batched_sgd_step(p, grad, step_rate) if optimizer == "sgd"
                            else batched_adam_step(p, grad, states[k], step_rate))
-                    p.copy_(torch.where(keep, new, start[k]))  # and stays at its start
+                    p.copy_(div.keep(new, start[k].expand_as(new)))  # and stays at its start
     with torch.no_grad():
         for k, p in params.items():
-            p.copy_(torch.where(alive.view(K, *([1] * (p.ndim - 1))), p, start[k]))
-    curve, dead_list = curve.cpu(), dead_at.tolist()
+            p.copy_(div.keep(p, start[k].expand_as(p)))
+    curve, dead_list = curve.cpu(), div.diverged_at.tolist()
     return [_result(tuned, method, rank, rslora, params, k, curve[k], dead_list[k], data) for k in range(K)]
 
 

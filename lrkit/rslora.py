@@ -45,6 +45,7 @@ from .finetune import power_law_matrix
 from .init import check_init_name, init_lora_
 from .lora import lora_scaling
 from .optim import AdamState, batched_adam_step, batched_sgd_step
+from .runs import Divergence
 
 Optimizer = Literal["sgd", "adam"]
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
@@ -197,9 +198,10 @@ def _train_group(T: torch.Tensor, A: torch.Tensor, s: torch.Tensor, lrs: list[fl
                  optimizer: str, L0: float, blowup: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Train the ``k`` configurations of one rank; their ``(loss, grad_norm, diverged_at)``, on the CPU.
 
-    Nothing leaves the device inside the loop: a configuration that diverges is zeroed (``A = B = 0``,
-    moments 0) and its rate set to 0 by masks, its curves are NaN from then on, and the curves are
-    copied to the host once, at the end.
+    :class:`lrkit.runs.Divergence` (relative loss above ``blowup`` or non-finite): nothing leaves the
+    device inside the loop; a configuration that diverges is zeroed (``A = B = 0``, moments 0) and its
+    rate set to 0 by masks, its curves are NaN from then on, and the curves are copied to the host
+    once, at the end.
     """
     k, dev, dtype = A.shape[0], T.device, T.dtype
     wide = float_dtype(dev)
@@ -207,10 +209,9 @@ def _train_group(T: torch.Tensor, A: torch.Tensor, s: torch.Tensor, lrs: list[fl
     sc = s.to(dtype).to(dev).view(k, 1, 1)
     eta = torch.tensor(lrs, dtype=dtype).to(dev)
     adam_a, adam_b = AdamState(A), AdamState(B)
-    alive = torch.ones(k, dtype=torch.bool, device=dev)
+    div = Divergence(k, blowup, dev, start=1.0)  # the loss is relative to L0: 1 at step 0
     loss = torch.full((k, steps + 1), float("nan"), dtype=wide, device=dev)
     gnorm = torch.full((k, steps + 1), float("nan"), dtype=wide, device=dev)
-    dead_at = torch.full((k,), -1, dtype=torch.long, device=dev)
     T2 = T.to(wide).square().sum()
     work = 6.0 * k * T.numel() * A.shape[1]  # multiply-adds per step
     with few_threads(dev, work):
@@ -219,19 +220,14 @@ def _train_group(T: torch.Tensor, A: torch.Tensor, s: torch.Tensor, lrs: list[fl
             TA, AAt, BtB = T @ A.transpose(1, 2), A @ A.transpose(1, 2), B.transpose(1, 2) @ B
             Lk = 0.5 * ((sc.flatten() ** 2 * (BtB * AAt).sum((1, 2))).to(wide)
                         - 2 * (sc.flatten() * (B * TA).sum((1, 2))).to(wide) + T2) / L0
-            bad = alive & (~torch.isfinite(Lk) | (Lk > blowup))
-            dead_at = torch.where(bad, t, dead_at)
-            alive = alive & ~bad
-            keep = alive.view(k, 1, 1)
+            alive = div.update(Lk, t)
             # a diverged configuration is zeroed: A = B = 0 gives TA = AAt = BtB = 0 exactly
-            A, B = torch.where(keep, A, 0.0), torch.where(keep, B, 0.0)
-            TA, AAt, BtB = torch.where(keep, TA, 0.0), torch.where(keep, AAt, 0.0), torch.where(keep, BtB, 0.0)
+            A, B, TA, AAt, BtB = div.freeze(A, B, TA, AAt, BtB)
             if optimizer == "adam":
-                for st in (adam_a, adam_b):
-                    st.m, st.v = torch.where(keep, st.m, 0.0), torch.where(keep, st.v, 0.0)
+                adam_a.m, adam_a.v, adam_b.m, adam_b.v = div.freeze(adam_a.m, adam_a.v, adam_b.m, adam_b.v)
             gB = sc * (sc * (B @ AAt) - TA)  # s G A^T with G = s B A - T
-            loss[:, t] = torch.where(alive, Lk, torch.nan)
-            gnorm[:, t] = torch.where(alive, gB.square().sum((1, 2)).to(wide).sqrt(), torch.nan)
+            loss[:, t] = div.mask(Lk)
+            gnorm[:, t] = div.mask(gB.square().sum((1, 2)).to(wide).sqrt())
             if t == steps:
                 break
             gA = sc * (sc * (BtB @ A) - B.transpose(1, 2) @ T)  # s B^T G
@@ -240,7 +236,7 @@ def _train_group(T: torch.Tensor, A: torch.Tensor, s: torch.Tensor, lrs: list[fl
                 A, B = batched_sgd_step(A, gA, rate), batched_sgd_step(B, gB, rate)
             else:
                 A, B = batched_adam_step(A, gA, adam_a, rate), batched_adam_step(B, gB, adam_b, rate)
-    return loss.cpu(), gnorm.cpu(), dead_at.cpu()  # the caller's float64 rows take them
+    return loss.cpu(), gnorm.cpu(), div.diverged_at.cpu()  # the caller's float64 rows take them
 
 
 def first_step_theory(teacher: torch.Tensor, ranks: Sequence[int], scaling: Sequence[float], lr: float,
