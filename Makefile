@@ -20,6 +20,9 @@ $(STAMP): pyproject.toml ci/constraints.txt
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -c ci/constraints.txt -e ".[test,book]" "jupyter-book==1.0.4.post1"
+	# galore-torch (tests/test_galore.py: parity with the authors' GaLore) without the bitsandbytes and
+	# transformers its metadata asks for: the test loads only its AdamW.
+	$(PY) -m pip install -q --no-deps galore-torch==1.0
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (lrkit)" >/dev/null
 	touch $(STAMP)
 
