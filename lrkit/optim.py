@@ -154,3 +154,8 @@ def batched_sgd_step(param: torch.Tensor, grad: torch.Tensor,
     if param.shape != grad.shape:
         raise ValueError(f"grad must have the shape of param {tuple(param.shape)}, got {tuple(grad.shape)}")
     return param - per_config(lr, param) * grad
+
+
+from .galore import GaLoreAdamW  # noqa: E402 - Chapter 10's optimiser, where optimisers live
+
+__all__ += ["GaLoreAdamW"]
