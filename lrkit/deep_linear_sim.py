@@ -266,7 +266,7 @@ def mode_pair_gd(steps: int, s: TensorLike, a0: TensorLike, b0: TensorLike, lr: 
     positive_int(steps, "steps")
     lr = positive_float(lr, "lr")
     try:
-        s_t, a, b = torch.broadcast_tensors(to_float64(s, "s"), to_float64(a0, "a0"), to_float64(b0, "b0"))
+        s_t, a, b = torch.broadcast_tensors(to_float64(s, "s"), to_float64(a0, "a0"), to_float64(b0, "b0"))  # type: ignore[no-untyped-call]
     except RuntimeError as e:
         raise ValueError("s, a0 and b0 must broadcast together") from e
     a_out, b_out = [a.clone()], [b.clone()]

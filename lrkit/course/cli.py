@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import re
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
-from .markup import cell_key, is_graded_cell, nbgrader, read_notebook
-from .generate import make_exercises
-from .leaks import check_leaks
 from .execute import execute_cells
+from .generate import make_exercises
 from .grade import grade_folder, grade_worker
+from .leaks import check_leaks
+from .markup import cell_key, is_graded_cell, nbgrader, read_notebook
 from .sandbox import Limits, Sandbox
 
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import re
 import subprocess
-import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import nbformat
 from jupyter_client.manager import AsyncKernelManager
@@ -46,7 +45,7 @@ class _CappedClient(NotebookClient):
         used[cell_index] = used.get(cell_index, 0) + len(str(msg.get("content", "")))
         if used[cell_index] > MAX_OUTPUT_CHARS:
             if not outs or outs[-1].get("text") != "[output cut by lrkit.course]\n":
-                outs.append(nbformat.v4.new_output("stream", name="stderr", text="[output cut by lrkit.course]\n"))
+                outs.append(nbformat.v4.new_output("stream", name="stderr", text="[output cut by lrkit.course]\n"))  # type: ignore[no-untyped-call]
             return None
         return super().output(outs, msg, display_id, cell_index)
 
@@ -108,7 +107,7 @@ def _run_attempt(nb: NotebookNode, skip: dict[int, CellRecord], deadline: float,
         on_event("record", records[i])
 
     with client.setup_kernel(cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **launch):
-        on_event("kernel", getattr(client.km.provisioner, "pid", None))
+        on_event("kernel", getattr(getattr(client.km, "provisioner", None), "pid", None))
         for i, cell in enumerate(nb.cells):
             if cell.cell_type != "code" or i in skip:
                 continue

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import copy
-import re
 from pathlib import Path
 
-import nbformat
 from nbformat import NotebookNode
 
 from .markup import (
-    HIDDEN, MARKDOWN_STUB, SOLUTION, _replace_regions, is_graded_cell, nbgrader, notebook_text,
-    read_notebook, regions, strip_hidden_tests, stub_solutions,
+    HIDDEN,
+    MARKDOWN_STUB,
+    SOLUTION,
+    is_graded_cell,
+    nbgrader,
+    notebook_text,
+    read_notebook,
+    regions,
+    replace_regions,
+    strip_hidden_tests,
+    stub_solutions,
 )
 
 
@@ -61,7 +68,7 @@ def generate_exercise(solution: NotebookNode) -> NotebookNode:
             cell.outputs, cell.execution_count = [], None
             cell.source = strip_hidden_tests(stub_solutions(cell.source))
         else:  # a written answer (nbgrader's markdown solution cell)
-            cell.source = _replace_regions(cell.source, SOLUTION, lambda region: [MARKDOWN_STUB])
+            cell.source = replace_regions(cell.source, SOLUTION, lambda region: [MARKDOWN_STUB])
     return nb
 
 

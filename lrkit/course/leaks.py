@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import nbformat
 from nbformat import NotebookNode
@@ -30,7 +30,7 @@ def secret_lines(solution: NotebookNode) -> list[str]:
     secret, public, hints = [], set(), []
     for cell in solution.cells:
         lines = cell.source.split("\n")
-        inside = set()
+        inside: set[int] = set()
         for markers in (SOLUTION, HIDDEN):
             for begin, end in regions(lines, markers):
                 inside.update(range(begin + 1, end))
@@ -73,7 +73,7 @@ def _readable_text(path: Path) -> str:
     text = path.read_text(encoding="utf-8", errors="replace")
     if path.suffix == ".ipynb":
         try:
-            return "\n".join(c.source for c in nbformat.reads(text, as_version=4).cells)
+            return "\n".join(c.source for c in nbformat.reads(text, as_version=4).cells)  # type: ignore[no-untyped-call]
         except Exception:  # not a notebook after all: scan it as text
             return text
     return text

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import nbformat
 from nbformat import NotebookNode
@@ -24,12 +24,13 @@ MIN_LEAK_CHARS = 16  # shorter solution lines ("return y") are too generic to co
 
 def read_notebook(path: str | Path) -> NotebookNode:
     """Read a notebook as nbformat 4."""
-    return nbformat.read(str(path), as_version=4)
+    nb: NotebookNode = nbformat.read(str(path), as_version=4)  # type: ignore[no-untyped-call]
+    return nb
 
 
 def notebook_text(nb: NotebookNode) -> str:
     """The notebook as JSON text, deterministic (sorted keys, one-space indent, final newline)."""
-    text = nbformat.writes(nb)
+    text: str = nbformat.writes(nb)  # type: ignore[no-untyped-call]
     return text if text.endswith("\n") else text + "\n"
 
 
@@ -70,7 +71,8 @@ def regions(lines: Sequence[str], markers: tuple[str, str]) -> list[tuple[int, i
     return found
 
 
-def _replace_regions(source: str, markers: tuple[str, str], make: Callable[[list[str]], list[str]]) -> str:
+def replace_regions(source: str, markers: tuple[str, str], make: Callable[[list[str]], list[str]]) -> str:
+    """``source`` with each ``markers`` region (begin line .. end line) replaced by ``make(region)``."""
     lines = source.split("\n")
     for begin, end in reversed(regions(lines, markers)):
         lines[begin:end + 1] = make(lines[begin:end + 1])
@@ -86,10 +88,10 @@ def _stub(region: list[str]) -> list[str]:
 
 def stub_solutions(source: str) -> str:
     """Each solution region becomes one ``raise NotImplementedError(hint)`` at the region's indentation."""
-    return _replace_regions(source, SOLUTION, _stub)
+    return replace_regions(source, SOLUTION, _stub)
 
 
 def strip_hidden_tests(source: str) -> str:
     """Remove hidden-test regions (markers included) and the blank lines they leave at the end."""
-    stripped = _replace_regions(source, HIDDEN, lambda region: [])
+    stripped = replace_regions(source, HIDDEN, lambda region: [])
     return stripped.rstrip() if stripped != source else source

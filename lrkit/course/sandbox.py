@@ -25,6 +25,7 @@ processes, file size) and a clean working folder of its own.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import shutil
@@ -139,10 +140,8 @@ class Sandbox:
                 if not pids:
                     break
                 for pid in pids:
-                    try:
+                    with contextlib.suppress(OSError):
                         os.kill(pid, signal.SIGKILL)
-                    except OSError:
-                        pass
                 time.sleep(0.05)
         if self.scratch is not None:
             shutil.rmtree(self.scratch, ignore_errors=True)
