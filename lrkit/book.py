@@ -20,6 +20,14 @@ def in_book_build() -> bool:
     return importlib.util.find_spec("myst_nb") is not None
 
 
+def _plain(value: Any) -> Any:
+    """A NumPy scalar or a 0-d tensor as the Python number it holds (MyST-NB formats those with
+    a format spec such as ``:.3f``; ``np.float64(0.5)`` it cannot)."""
+    if hasattr(value, "ndim") and getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
+        return value.item()
+    return value
+
+
 def glue(name: str, value: Any, display: bool = False) -> None:
     """``myst_nb.glue(name, value, display)`` in the book build; a no-op elsewhere.
 
@@ -29,6 +37,7 @@ def glue(name: str, value: Any, display: bool = False) -> None:
     """
     if not isinstance(name, str) or not name:
         raise ValueError(f"name must be a non-empty string, got {name!r}")
+    value = _plain(value)
     if in_book_build():
         from myst_nb import glue as _myst_glue
 
