@@ -27,6 +27,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from ._validate import as_real
+
 __all__ = ["largest_stable_lr", "best_lr", "best_pair", "best_eta_A_per_eta_B",
            "near_optimal_centre", "steps_to_reach", "feature_rms", "step_terms"]
 
@@ -82,8 +84,13 @@ def _line_mean_losses(lrs: Sequence[float] | np.ndarray,
 
 
 def best_lr(lrs: Sequence[float] | np.ndarray, losses: np.ndarray) -> tuple[float, float]:
-    """``(lr*, loss*)``: the rate with the lowest seed-mean loss; ``losses`` (L, S), NaN = diverged."""
+    """``(lr*, loss*)``: the rate with the lowest seed-mean loss; ``losses`` (L, S), NaN = diverged.
+
+    When every rate diverged there is no best rate: ``(nan, inf)``, as :func:`best_pair` gives.
+    """
     a, m = _line_mean_losses(lrs, losses)
+    if not np.isfinite(m).any():
+        return float("nan"), float("inf")
     i = int(np.argmin(m))
     return float(a[i]), float(m[i])
 
@@ -148,6 +155,7 @@ def best_eta_A_per_eta_B(eta_A: Sequence[float] | np.ndarray, eta_B: Sequence[fl
 
 def steps_to_reach(curve: Sequence[float] | np.ndarray, target: float) -> int | None:
     """The first step at which ``curve`` is at or below ``target``; ``None`` if never."""
+    target = as_real(target, "target")
     c = np.asarray(curve, dtype=float)
     if c.ndim != 1:
         raise ValueError(f"curve must be 1-D (one loss per step), got shape {c.shape}")

@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._validate import positive_float
+from ._validate import as_real, positive_float
 from .lora import lora_layers
 
 __all__ = ["loraplus_param_groups", "loraplus_optimizer", "per_config", "AdamState",
@@ -93,21 +93,31 @@ def loraplus_optimizer(model: nn.Module, lr: float, ratio: float = 16.0,
 
 def per_config(values: float | Sequence[float] | torch.Tensor, like: torch.Tensor,
                name: str = "lr") -> torch.Tensor:
-    """Per-configuration values shaped ``(K, 1, ..., 1)`` to broadcast against ``like`` (K, ...)."""
+    """Per-configuration values shaped ``(K, 1, ..., 1)`` to broadcast against ``like`` (K, ...).
+
+    Numbers and sequences (NumPy and 0-d tensor scalars included) are checked on the host; a
+    tensor already on an accelerator is not inspected, so a training step never waits for the
+    device (the caller validated it once, before its loop). ``like`` must be floating point.
+    """
+    if not like.is_floating_point():
+        raise TypeError(f"the parameter must be a floating-point tensor (a {name} would be rounded to its "
+                        f"integer dtype), got {like.dtype}")
     K = like.shape[0]
     if isinstance(values, torch.Tensor):
+        if values.device.type == "cpu" and (not bool(torch.isfinite(values).all()) or bool((values < 0).any())):
+            raise ValueError(f"{name} must be finite and non-negative for every configuration")
         v = values.to(device=like.device, dtype=like.dtype).flatten()
-    elif isinstance(values, (int, float)) and not isinstance(values, bool):
-        v = torch.full((K,), float(values), device=like.device, dtype=like.dtype)
     else:
-        v = torch.tensor([float(x) for x in values], device=like.device, dtype=like.dtype)
+        items = list(values) if hasattr(values, "__iter__") and not isinstance(values, (str, bytes)) else [values]
+        nums = [as_real(x, name, "a number or a sequence of numbers") for x in items]
+        if not all(x >= 0 and x < float("inf") for x in nums):
+            raise ValueError(f"{name} must be finite and non-negative for every configuration")
+        v = torch.tensor(nums, dtype=like.dtype).to(like.device)
     if v.numel() == 1 and K != 1:
         v = v.expand(K)
     if v.numel() != K:
         raise ValueError(f"{name} must be a number or hold one value per configuration (K = {K}), "
                          f"got {v.numel()} values")
-    if not bool(torch.isfinite(v).all()) or bool((v < 0).any()):
-        raise ValueError(f"{name} must be finite and non-negative for every configuration")
     return v.reshape((K,) + (1,) * (like.ndim - 1))
 
 
@@ -136,9 +146,13 @@ def batched_adam_step(param: torch.Tensor, grad: torch.Tensor, state: AdamState,
     """
     if param.shape != grad.shape:
         raise ValueError(f"grad must have the shape of param {tuple(param.shape)}, got {tuple(grad.shape)}")
+    if state.m.shape != param.shape or state.v.shape != param.shape:
+        raise ValueError(f"state must be the AdamState of this parameter (shape {tuple(param.shape)}), "
+                         f"got moments of shape {tuple(state.m.shape)}")
     b1, b2 = betas
     if not (0 <= b1 < 1 and 0 <= b2 < 1):
         raise ValueError(f"betas must lie in [0, 1), got {betas}")
+    eps = positive_float(eps, "eps")
     rate = per_config(lr, param)
     state.step += 1
     t = state.step

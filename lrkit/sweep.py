@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._validate import broadcast, check_seed, positive_float, positive_int
+from ._validate import blowup_factor, broadcast, check_seed, positive_float, positive_int
 from .env import few_threads, get_scale
 from .fit import ExponentFit, fit_power_law
 from .init import INIT_SCHEMES, init_lora_
@@ -81,6 +82,9 @@ def factor2_grid(low: float, high: float) -> list[float]:
     if low > high:
         raise ValueError(f"low must not exceed high, got low={low}, high={high}")
     lo, hi = math.ceil(math.log2(low) - 1e-9), math.floor(math.log2(high) + 1e-9)
+    if lo > hi:
+        raise ValueError(f"[low, high] = [{low}, {high}] holds no power of 2: widen it (e.g. low={2.0 ** hi}, "
+                         f"high={2.0 ** lo})")
     return [2.0 ** k for k in range(lo, hi + 1)]
 
 
@@ -176,7 +180,8 @@ def run_lora_sweep(task: LoRATask, eta_A: float | Sequence[float],
     if not isinstance(task, LoRATask):
         raise TypeError(f"task must be a LoRATask (from lrkit.sweep.lora_task), "
                         f"got {type(task).__name__}")
-    etas_A = [eta_A] if isinstance(eta_A, (int, float)) else list(eta_A)
+    one = isinstance(eta_A, numbers.Real) or getattr(eta_A, "ndim", None) == 0  # NumPy / 0-d tensor scalars
+    etas_A = [eta_A] if one else list(eta_A)  # type: ignore[arg-type]
     K = len(etas_A)
     if K == 0:
         raise ValueError("eta_A must be a learning rate or a non-empty sequence of them")
@@ -196,9 +201,7 @@ def run_lora_sweep(task: LoRATask, eta_A: float | Sequence[float],
     steps = positive_int(steps, "steps")
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
-    if (isinstance(blowup, bool) or not isinstance(blowup, (int, float))
-            or not math.isfinite(blowup) or blowup <= 1):
-        raise ValueError(f"blowup must be a finite number > 1, got {blowup!r}")
+    blowup = blowup_factor(blowup)
     keep = sorted(set(snapshots))
     if any(isinstance(t, bool) or not isinstance(t, int) or not 0 <= t <= steps for t in keep):
         raise ValueError(f"snapshots must be steps between 0 and steps = {steps}, got {snapshots!r}")

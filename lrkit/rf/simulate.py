@@ -19,8 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .._validate import positive_int
-from ..env import get_device
+from .._validate import check_device, check_seed, positive_int
 from .inputs import ArrayLike, Number, check_nonneg, check_sizes, check_task, check_task_coeffs
 
 __all__ = ["SimResult", "ridge_path", "simulate", "measured_learnabilities", "familywise_z", "fit_random_features"]
@@ -83,7 +82,8 @@ def simulate(eigvals: ArrayLike, coeffs: ArrayLike, ns: Sequence[int] | int, ks:
     ns_l, ks_l = check_sizes(ns, "ns", False), check_sizes(ks, "ks", True)
     positive_int(trials, "trials")
     grid = check_nonneg(ridges, "ridges").flatten()
-    dev = get_device() if device is None else torch.device(device)
+    seed, memory_mb = check_seed(seed), positive_int(memory_mb, "memory_mb")
+    dev = check_device(device)
     lam, v, grid = lam.to(dev), v.to(dev), grid.to(dev)
     M, n_max = lam.numel(), max(ns_l)
     finite = [k for k in ks_l if not math.isinf(k)]
@@ -143,7 +143,7 @@ def measured_learnabilities(eigvals: ArrayLike, n: int, ridge: float = 0.0, tria
     positive_int(n, "n")
     positive_int(trials, "trials")
     delta = float(check_nonneg(ridge, "ridge"))
-    dev = get_device() if device is None else torch.device(device)
+    seed, dev = check_seed(seed), check_device(device)
     lam = lam.to(dev)
     gen = torch.Generator(device=dev).manual_seed(seed)
     diags = []

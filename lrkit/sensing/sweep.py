@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .._validate import broadcast, choice, positive_float, positive_int
+from .._validate import blowup_factor, broadcast, choice, positive_float, positive_int
 from ..env import few_threads
 from .factors import (
     A_RATIO,
@@ -104,9 +104,14 @@ def run_sweep(problem: SensingProblem, parameterisation: str, ranks: Sequence[in
     it uses the rank ``r*`` but not ``M*``). A configuration whose error is non-finite or above
     ``blowup * ||M*||^2`` is marked diverged and frozen at zero.
     """
+    if not isinstance(problem, SensingProblem):
+        raise TypeError(f"problem must be a SensingProblem (from lrkit.sensing.make_problem), "
+                        f"got {type(problem).__name__}")
     choice(parameterisation, "parameterisation", PARAMETERISATIONS)
     lr = positive_float(lr, "lr")
     positive_int(steps, "steps")
+    positive_int(num_records, "num_records")
+    blowup = blowup_factor(blowup)
     if parameterisation == "symmetric" and not problem.symmetric:
         raise ValueError("parameterisation='symmetric' (X X^T) needs a symmetric PSD problem "
                          "(make_problem(..., symmetric=True))")

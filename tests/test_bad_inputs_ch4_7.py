@@ -1,0 +1,27 @@
+"""The reliability review's bad inputs in lrkit.sensing (Chapter 4) and lrkit.rf (Chapter 7): one line per row."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lrkit import rf, sensing
+
+NO_SUCH_DEVICE = "bogus" if torch.cuda.is_available() else "cuda"
+
+
+def problem() -> sensing.SensingProblem:
+    return sensing.make_problem(6, 2, 120, symmetric=True, seed=0, device="cpu")
+
+
+@pytest.mark.parametrize("call,err,msg", [
+    (lambda: sensing.run_sweep(problem(), "symmetric", 2, steps=5, blowup=-1), ValueError, "blowup must be a finite number > 1"),  # 261
+    (lambda: sensing.run_sweep(problem(), "symmetric", 2, steps=5, num_records=0), ValueError, "num_records must be"),            # 259
+    (lambda: sensing.run_sweep({"n": 6}, "symmetric", 2), TypeError, "problem must be a SensingProblem"),                         # 262
+    (lambda: rf.simulate([1.0, 0.5], [1.0, 1.0], [4], [8], [0.1], trials=1, seed=-1, device="cpu"), ValueError, "seed must be"),  # 289
+    (lambda: rf.simulate([1.0, 0.5], [1.0, 1.0], [4], [8], [0.1], trials=1, memory_mb="big", device="cpu"), TypeError, "memory_mb must be"),  # 290
+    (lambda: rf.simulate([1.0, 0.5], [1.0, 1.0], [4], [8], [0.1], trials=1, device=NO_SUCH_DEVICE), ValueError, "device"),      # 291
+])
+def test_bad_input_gets_a_clear_error(call, err, msg) -> None:
+    with pytest.raises(err, match=msg):
+        call()
