@@ -115,6 +115,8 @@ def ssm_scan(A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, u: torch.Tensor,
     """
     A, B, C = check_ssm_params(A, B, C)
     u = check_signal(u)
+    if not u.is_floating_point():  # an integer signal would round the poles (review row 227)
+        u = u.to(torch.get_default_dtype())
     A, B, C = (p.to(u.device, u.dtype) for p in (A, B, C))
     L = u.shape[-1]
     x = torch.zeros(*u.shape[:-1], A.numel(), dtype=u.dtype, device=u.device)
@@ -157,6 +159,8 @@ def ssm_fft(A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, u: torch.Tensor, 
     :func:`transfer_function`. ``u`` ``(..., L)`` -> ``y`` ``(..., L)``.
     """
     u = check_signal(u)
+    if not u.is_floating_point():  # the output is returned in u's dtype (review row 228)
+        u = u.to(torch.get_default_dtype())
     L = u.shape[-1]
     if periodic:
         H = transfer_function(A, B, C, L)[: L // 2 + 1].to(u.device)

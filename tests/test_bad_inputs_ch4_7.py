@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pytest
 import torch
 
-from lrkit import rf, sensing
+from lrkit import rf, sensing, ssm
 
 NO_SUCH_DEVICE = "bogus" if torch.cuda.is_available() else "cuda"
 
@@ -25,3 +28,19 @@ def problem() -> sensing.SensingProblem:
 def test_bad_input_gets_a_clear_error(call, err, msg) -> None:
     with pytest.raises(err, match=msg):
         call()
+
+
+@pytest.mark.parametrize("call,err,msg", [
+    (lambda: sensing.make_problem(4, 2, 60, singular_values=np.array([1, -0.5])), ValueError, r"got \[1.0, -0.5\]"),  # 248
+    (lambda: sensing.make_problem(4, 2, 60, singular_values=torch.tensor([1, math.nan])), ValueError, "singular_values must be"),  # 249
+    (lambda: rf.default_ridges(num=-1), ValueError, "num must be a positive int"),                                         # 303
+])
+def test_more_bad_inputs_get_a_clear_error(call, err, msg) -> None:
+    with pytest.raises(err, match=msg):
+        call()
+
+
+@pytest.mark.parametrize("fn", [ssm.ssm_scan, ssm.ssm_fft])                                                               # 227, 228
+def test_an_integer_signal_is_filtered_as_a_float(fn) -> None:
+    y = fn(torch.tensor([0.5]), torch.tensor([1.0]), torch.tensor([1.0]), torch.tensor([[1, 0, 0]]))
+    torch.testing.assert_close(y.double(), torch.tensor([[1.0, 0.5, 0.25]], dtype=torch.float64), rtol=1e-6, atol=1e-6)

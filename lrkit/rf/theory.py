@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .._validate import positive_int
 from .inputs import ArrayLike, check_count, check_nonneg, check_task_coeffs
 from .solvers import broadcast_all, chunks, kappa_flat, solve_log, z_and_slope
 
@@ -182,6 +183,7 @@ def rf_theory(eigvals: ArrayLike, coeffs: ArrayLike, n: ArrayLike, k: ArrayLike,
 
 def default_ridges(low: float = -6.0, high: float = 2.0, num: int = 41) -> torch.Tensor:
     """The ridge grid of the optimal-ridge search: ``0`` followed by ``logspace(low, high, num)``."""
+    num = positive_int(num, "num")
     return torch.cat([torch.zeros(1, dtype=torch.float64), torch.logspace(low, high, num, dtype=torch.float64)])
 
 

@@ -173,7 +173,7 @@ def make_problem(n: int, r_star: int, m: int, *, n2: int | None = None,
         torch.as_tensor(list(singular_values), dtype=DTYPE)
     if s.shape != (r_star,) or not bool(torch.isfinite(s).all()) or bool((s <= 0).any()):
         raise ValueError(f"singular_values must be r_star = {r_star} positive finite numbers, "
-                         f"got {list(singular_values or [])}")
+                         f"got {s.tolist() if s.ndim else s.item()}")
     dof = degrees_of_freedom(n, n2, r_star, symmetric)
     if m < dof:
         warnings.warn(f"m = {m} measurements are fewer than the {dof} degrees of freedom of a rank-{r_star} "
