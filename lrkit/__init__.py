@@ -32,8 +32,18 @@ One module per idea; each chapter imports the modules named after it:
 from .claims import claim
 from .env import by_scale, describe_env, get_device, get_scale, get_seed, seed_everything
 from .init import INIT_SCHEMES
-from .lora import (LoRALinear, add_lora, count_parameters, lora_layers, lora_parameter_count, lora_scaling,
-                   merge_lora, remove_lora, trainable_parameters, unmerge_lora)
+from .lora import (
+    LoRALinear,
+    add_lora,
+    count_parameters,
+    lora_layers,
+    lora_parameter_count,
+    lora_scaling,
+    merge_lora,
+    remove_lora,
+    trainable_parameters,
+    unmerge_lora,
+)
 
 __version__ = "0.2.0"
 

@@ -13,13 +13,22 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from course_helpers import EXERCISE_NB, ROOT, SOLUTION_NB, cell, hostile_submissions, student_copy, write
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from lrkit.course.sandbox import detect
-from course_helpers import EXERCISE_NB, ROOT, SOLUTION_NB, cell, hostile_submissions, student_copy, write
 from lrkit import course
-from lrkit.course import (assemble, execute_cells, generate_exercise, leaked_solution_lines, load_submission,
-                          make_exercises, notebook_text, read_notebook, solution_problems)
+from lrkit.course import (
+    assemble,
+    execute_cells,
+    generate_exercise,
+    leaked_solution_lines,
+    load_submission,
+    make_exercises,
+    notebook_text,
+    read_notebook,
+    solution_problems,
+)
+from lrkit.course.sandbox import detect
 
 GRADED = {"grade": True, "grade_id": "ex1_check", "locked": True, "points": 2, "schema_version": 3,
           "solution": False, "task": False}

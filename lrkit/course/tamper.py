@@ -58,7 +58,7 @@ def _to_python(source: str) -> str:
         from IPython.core.inputtransformer2 import TransformerManager
 
         return str(TransformerManager().transform_cell(source))
-    except Exception:  # noqa: BLE001 - IPython missing or a broken cell: scan the raw text
+    except Exception:  # IPython missing or a broken cell: scan the raw text
         return source
 
 
