@@ -40,7 +40,8 @@ def mode_target(strengths: Sequence[float], out_dim: int | None = None, in_dim: 
     if s.ndim != 1 or s.numel() == 0 or bool((s < 0).any()):
         raise ValueError(f"strengths must be a non-empty list of numbers >= 0, got {strengths!r}")
     k = s.numel()
-    out_dim, in_dim = out_dim or k, in_dim or k
+    out_dim = k if out_dim is None else positive_int(out_dim, "out_dim")
+    in_dim = k if in_dim is None else positive_int(in_dim, "in_dim")
     if out_dim < k or in_dim < k:
         raise ValueError(f"out_dim and in_dim must be >= len(strengths) = {k}, got {out_dim} and {in_dim}")
     gen = generator(seed)
@@ -128,6 +129,7 @@ def gradient_step(weights: Sequence[torch.Tensor], target: torch.Tensor, lr: flo
     ``(..., out, in)``. With ``E = target - W``, ``-dL/dW_l = (W_D..W_{l+1})^T E (W_{l-1}..W_1)^T``;
     every layer's gradient is taken at the *old* weights. Returns new tensors.
     """
+    lr = positive_float(lr, "lr")
     D = len(weights)
     if D < 2:
         raise ValueError(f"weights must hold at least 2 matrices, got {D}")
@@ -186,6 +188,9 @@ def train_deep_linear(target: torch.Tensor, U: torch.Tensor, V: torch.Tensor, we
     """
     lr = positive_float(lr, "lr")
     positive_int(steps, "steps"), positive_int(record_every, "record_every")
+    if isinstance(weights, torch.Tensor) or len(weights) < 2 or not all(isinstance(w, torch.Tensor) for w in weights):
+        got = [type(w).__name__ for w in weights] if isinstance(weights, (list, tuple)) else type(weights).__name__
+        raise TypeError(f"weights must be a list of at least 2 torch.Tensor matrices [W_1, ..., W_D], got {got}")
     ws = [w if w.ndim == 3 else w.unsqueeze(0) for w in weights]
     C = ws[0].shape[0]
     for i, (a, b) in enumerate(zip(ws[:-1], ws[1:])):

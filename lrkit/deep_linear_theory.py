@@ -157,6 +157,8 @@ def deep_learning_time(s: TensorLike, u0: TensorLike, uf: TensorLike, depth: int
     Computed by Simpson's rule in the variable ``log u`` (exact formula for ``depth = 2``).
     """
     depth, tau = check_depth(depth), positive_float(tau, "tau")
+    if positive_int(points, "points") < 3:
+        raise ValueError(f"points must be an int >= 3 (Simpson's rule), got {points}")
     if depth == 2:
         return learning_time(s, u0, uf, tau)
     s_t, u0_t = _strengths_and_init(s, u0)
