@@ -79,8 +79,11 @@ def fit_power_law(widths: Sequence[float] | np.ndarray, values: Sequence[float] 
     added to ``stderr`` a second time. Non-finite or non-positive values (a width where
     every rate diverged) are an error.
     """
-    w = np.asarray(widths, dtype=float)
-    v = np.asarray(values, dtype=float)
+    try:
+        w = np.asarray(widths, dtype=float)
+        v = np.asarray(values, dtype=float)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"widths and values must be numbers (arrays or lists of them): {err}") from None
     if v.ndim == 1:
         v = v[:, None]
     if w.ndim != 1 or v.ndim != 2 or v.shape[0] != w.size or w.size < 2:

@@ -44,3 +44,14 @@ def test_more_bad_inputs_get_a_clear_error(call, err, msg) -> None:
 def test_an_integer_signal_is_filtered_as_a_float(fn) -> None:
     y = fn(torch.tensor([0.5]), torch.tensor([1.0]), torch.tensor([1.0]), torch.tensor([[1, 0, 0]]))
     torch.testing.assert_close(y.double(), torch.tensor([[1.0, 0.5, 0.25]], dtype=torch.float64), rtol=1e-6, atol=1e-6)
+
+
+def test_learnabilities_name_kappa() -> None:                                                                           # 282
+    with pytest.raises(TypeError, match="kappa must be"):
+        rf.learnabilities([1.0, 0.5], kappa="x")
+
+
+def test_fit_power_law_names_its_inputs() -> None:                                                                      # 306
+    from lrkit.fit import fit_power_law
+    with pytest.raises(TypeError, match="widths and values must be numbers"):
+        fit_power_law([8, 16], ["a", "b"])

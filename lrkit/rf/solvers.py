@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import torch
 
+from .._validate import as_real
 from .inputs import ArrayLike, check_count, check_nonneg, check_task
 
 MAX_STEPS = 120  # safeguarded Newton: about 5-15 steps in practice
@@ -109,8 +110,9 @@ def solve_kappa(eigvals: ArrayLike, n: ArrayLike, ridge: ArrayLike = 0.0) -> tor
 def learnabilities(eigvals: ArrayLike, kappa: float) -> torch.Tensor:
     """``L_i = lambda_i / (lambda_i + kappa)``: the fraction of mode ``i`` that is learned."""
     lam, _ = check_task(eigvals)
-    if not math.isfinite(float(kappa)) or float(kappa) < 0:
+    kappa = as_real(kappa, "kappa", "a finite number >= 0")
+    if not math.isfinite(kappa) or kappa < 0:
         raise ValueError(f"kappa must be finite and >= 0, got {kappa}")
-    return lam / (lam + float(kappa))
+    return lam / (lam + kappa)
 
 
