@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from .._validate import blowup_factor, broadcast, choice, positive_float, positive_int
 from ..env import few_threads
+from ..runs import Divergence
 from .factors import (
     A_RATIO,
     LORA_INITS,
@@ -58,7 +59,8 @@ class SensingRun:
     """A batched run: ``error[c, j] = ||M_t - M*||_F^2`` of configuration ``c`` at step ``steps[j]``.
 
     Configurations: ``ranks[c]``, ``omegas[c]``, ``seeds[c]``, ``scales[c]``, ``inits[c]``.
-    ``diverged[c]``: the run blew up (its errors are NaN from then on). ``rebalanced_at[c]``: the
+    ``diverged[c]``: the run blew up (its errors are NaN from then on; the rule of :mod:`lrkit.runs`,
+    checked at the recorded steps), ``diverged_at[c]`` the step (-1 if never). ``rebalanced_at[c]``: the
     step of the one-step modification, ``-1`` if none. Asymmetric runs also keep, per
     configuration, the imbalance ``B^T B - A A^T`` at step 0 (``delta0``, ``(r, r)``), its
     eigenvalues (``imbalance_eigs``, ascending) and the final factors ``(B_T, A_T)``
@@ -79,6 +81,7 @@ class SensingRun:
     inits: list[str] | None = None
     delta0: list[torch.Tensor] | None = None
     factors: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+    diverged_at: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
 
     @property
     def final(self) -> torch.Tensor:
@@ -148,42 +151,40 @@ def run_sweep(problem: SensingProblem, parameterisation: str, ranks: Sequence[in
     grid = log_grid(steps, num_records)
     record = {int(t): j for j, t in enumerate(grid)}
     errors = torch.full((n_cfg, len(grid)), float("nan"), dtype=DTYPE, device=dev)
-    diverged = torch.zeros(n_cfg, dtype=torch.bool, device=dev)
     pending = torch.tensor(flags, dtype=torch.bool, device=dev)
     rebalanced_at = torch.full((n_cfg,), -1, dtype=torch.long, device=dev)
+    div = Divergence(n_cfg, blowup, dev, start=problem.M_star.square().sum().to(device=dev, dtype=DTYPE))
     with few_threads(dev, n_cfg * (problem.n1 * problem.n2) ** 2):
         B, A, rebalanced_at = _descend(problem, parameterisation, B, A, scale_t, lr, steps, record, errors,
-                                       diverged, pending, rebalanced_at, active, rebalance_below,
-                                       rebalance_floor, blowup)
+                                       div, pending, rebalanced_at, active, rebalance_below,
+                                       rebalance_floor)
+    diverged = ~div.alive
     factors = None if parameterisation == "symmetric" else \
         [(B[c, :, :r].cpu(), A[c, :r, :].cpu()) for c, r in enumerate(R)]
     eigs = None if delta0 is None else [torch.linalg.eigvalsh(d) for d in delta0]
     return SensingRun(parameterisation, lr, R, W, [int(s) for s in S], grid, errors.cpu(), diverged.cpu(),
-                      rebalanced_at.cpu(), eigs, scl, ini, delta0, factors)
+                      rebalanced_at.cpu(), eigs, scl, ini, delta0, factors, div.diverged_at.cpu())
 
 
 def _descend(problem: SensingProblem, parameterisation: str, B: torch.Tensor, A: torch.Tensor,
              scale: torch.Tensor, lr: float, steps: int, record: dict[int, int], errors: torch.Tensor,
-             diverged: torch.Tensor, pending: torch.Tensor, rebalanced_at: torch.Tensor, active: torch.Tensor,
-             rebalance_below: float, rebalance_floor: float | None, blowup: float
+             div: Divergence, pending: torch.Tensor, rebalanced_at: torch.Tensor, active: torch.Tensor,
+             rebalance_below: float, rebalance_floor: float | None
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The loop of :func:`run_sweep`; fills ``errors`` and ``diverged`` in place."""
+    """The loop of :func:`run_sweep`; fills ``errors`` in place and updates ``div`` (start: ``||M*||^2``)."""
     n_cfg, dev = B.shape[0], B.device
-    size = float(problem.M_star.square().sum())
     loss_at_zero = 0.5 * problem.yy
     rebalancing = bool(pending.any())
     for t in range(steps + 1):
         M = B @ B.transpose(-2, -1) if parameterisation == "symmetric" else scale * (B @ A)
         if t in record:
             err = problem.error(M)
-            bad = ~torch.isfinite(err) | (err > blowup * size)
-            diverged |= bad
-            B = torch.where(diverged[:, None, None], torch.zeros_like(B), B)
-            A = torch.where(diverged[:, None, None], torch.zeros_like(A), A)
-            errors[:, record[t]] = torch.where(diverged, torch.full_like(err, float("nan")), err)
+            div.update(err, t)                          # no host synchronisation
+            B, A = div.freeze(B, A)
+            errors[:, record[t]] = div.mask(err)
         if rebalancing:
             loss = problem.training_loss(M)  # observable: the measurements only
-            now = pending & ~diverged & (loss <= rebalance_below * loss_at_zero)
+            now = pending & div.alive & (loss <= rebalance_below * loss_at_zero)
             if bool(now.any()):
                 floor = torch.full((n_cfg,), rebalance_floor or 0.0, dtype=DTYPE, device=dev)
                 if rebalance_floor is None:
@@ -192,7 +193,7 @@ def _descend(problem: SensingProblem, parameterisation: str, B: torch.Tensor, A:
                 B = torch.where(now[:, None, None], B2, B)
                 A = torch.where(now[:, None, None], A2, A)
                 rebalanced_at = torch.where(now, torch.full_like(rebalanced_at, t), rebalanced_at)
-            pending &= ~now & ~diverged
+            pending &= ~now & div.alive
             rebalancing = bool(pending.any())
         if t == steps:
             break
