@@ -55,3 +55,13 @@ def test_fit_power_law_names_its_inputs() -> None:                              
     from lrkit.fit import fit_power_law
     with pytest.raises(TypeError, match="widths and values must be numbers"):
         fit_power_law([8, 16], ["a", "b"])
+
+
+@pytest.mark.parametrize("call,msg", [
+    (lambda: sensing.redundant_error_theory(0.0, 4, 2, 0.1), "t must hold finite steps > 0"),                          # 266
+    (lambda: sensing.redundant_error_theory(10.0, 1, 2, 0.1), "r must be >= r_star"),                                   # 267
+    (lambda: rf.eigenstructure(torch.full((3, 3), math.nan), torch.ones(3)), "K and y must be finite"),                # 298
+])
+def test_theory_inputs_out_of_range_are_refused(call, msg) -> None:
+    with pytest.raises(ValueError, match=msg):
+        call()

@@ -69,6 +69,8 @@ def eigenstructure(K: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torc
     if not isinstance(y, torch.Tensor) or y.shape != (K.shape[0],):
         raise ValueError(f"y must be a 1-D tensor of length {K.shape[0]}, got "
                          f"{tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__}")
+    if not (bool(torch.isfinite(K).all()) and bool(torch.isfinite(y).all())):
+        raise ValueError("K and y must be finite (found NaN or inf)")
     N = K.shape[0]
     s, U = torch.linalg.eigh(K.double())
     s, U = s.flip(0), U.flip(1)

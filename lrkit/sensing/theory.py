@@ -38,6 +38,11 @@ def redundant_error_theory(t: torch.Tensor | np.ndarray | float, r: int, r_star:
     (Our derivation of the mechanism; the paper proves an ``Omega(1 / T^2)`` lower bound.)
     """
     t = np.asarray(t.cpu() if isinstance(t, torch.Tensor) else t, dtype=float)
+    if not (np.isfinite(t).all() and (t > 0).all()):
+        raise ValueError("t must hold finite steps > 0 (the law is a late-time one: it diverges at t = 0)")
+    if not r_star <= r:
+        raise ValueError(f"r must be >= r_star (r - r_star redundant directions), got r={r}, r_star={r_star}")
+    lr = positive_float(lr, "lr")
     return (r - r_star) / (16.0 * lr**2 * t**2)
 
 
