@@ -133,6 +133,9 @@ def gradient_step(weights: Sequence[torch.Tensor], target: torch.Tensor, lr: flo
     D = len(weights)
     if D < 2:
         raise ValueError(f"weights must hold at least 2 matrices, got {D}")
+    dtypes = {str(w.dtype) for w in weights} | {str(target.dtype)}
+    if len(dtypes) > 1:
+        raise TypeError(f"weights and target must share one dtype, got {sorted(dtypes)}")
     prefix: list[torch.Tensor] = [weights[0]]  # prefix[l - 1] = W_{l-1} ... W_1 (nothing for l = 0)
     for l in range(2, D):
         prefix.append(weights[l - 1] @ prefix[-1])

@@ -46,7 +46,7 @@ import math
 
 import torch
 
-from ._validate import positive_int
+from ._validate import as_real, positive_int
 from .env import generator, get_device, resolve_scale
 
 __all__ = [
@@ -173,8 +173,11 @@ def ssm_fft(A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, u: torch.Tensor, 
 
 def filtered_input(a: float, u: torch.Tensor, periodic: bool = True) -> torch.Tensor:
     """``z = g * u`` with ``g_l = a^l``: the SSM's output for ``B = C = 1`` (one state, pole ``a``)."""
+    pole = as_real(a, "a", "a real number with |a| < 1 (a stable pole)")
+    if not math.isfinite(pole) or abs(pole) >= 1:
+        raise ValueError(f"a must be a real number with |a| < 1 (a stable pole), got {a!r}")
     one = torch.ones(1, dtype=torch.float64)
-    return ssm_fft(torch.tensor([float(a)], dtype=torch.float64), one, one, u, periodic=periodic)
+    return ssm_fft(torch.tensor([pole], dtype=torch.float64), one, one, u, periodic=periodic)
 
 
 # --------------------------------------------------------------------------- sufficient statistics

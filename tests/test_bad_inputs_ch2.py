@@ -28,3 +28,8 @@ def target() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 def test_bad_input_gets_a_clear_error(call, err, msg) -> None:
     with pytest.raises(err, match=msg):
         call()
+
+
+def test_gradient_step_refuses_mixed_dtypes() -> None:                                                           # 215
+    with pytest.raises(TypeError, match="share one dtype"):
+        dl.gradient_step([torch.eye(2)] * 2, torch.eye(2, dtype=torch.float64), 0.1)

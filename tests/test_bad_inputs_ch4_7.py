@@ -65,3 +65,13 @@ def test_fit_power_law_names_its_inputs() -> None:                              
 def test_theory_inputs_out_of_range_are_refused(call, msg) -> None:
     with pytest.raises(ValueError, match=msg):
         call()
+
+
+@pytest.mark.parametrize("call,err,msg", [
+    (lambda: ssm.filtered_input("x", torch.ones(1, 8)), TypeError, "a must be a real number"),                         # 231
+    (lambda: ssm.filtered_input(1.0, torch.ones(1, 8)), ValueError, r"a must be a real number with \|a\| < 1"),      # 230
+    (lambda: sensing.measure(torch.ones(5, 3, 3, dtype=torch.float64), torch.ones(3, 3)), TypeError, "share one dtype"),  # 253
+])
+def test_named_arguments_in_ssm_and_sensing(call, err, msg) -> None:
+    with pytest.raises(err, match=msg):
+        call()

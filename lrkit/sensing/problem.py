@@ -71,6 +71,8 @@ def measure(Z: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
     if Z.ndim != 3 or M.ndim < 2 or tuple(M.shape[-2:]) != tuple(Z.shape[1:]):
         raise ValueError(f"Z must be (m, n1, n2) and M (..., n1, n2) with the same (n1, n2), "
                          f"got Z {tuple(Z.shape)} and M {tuple(M.shape)}")
+    if Z.dtype != M.dtype:
+        raise TypeError(f"Z and M must share one dtype, got Z {Z.dtype} and M {M.dtype}")
     return M.flatten(-2) @ Z.flatten(1).T
 
 
