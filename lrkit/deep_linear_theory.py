@@ -147,7 +147,12 @@ def deep_mode_trajectory(t: TensorLike, s: TensorLike, u0: TensorLike, depth: in
             k4 = rate(u + h * k3)
             u = u + h / 6.0 * (k1 + 2 * k2 + 2 * k3 + k4)
         out.append(u.clone())
-    return torch.stack(out)
+    traj = torch.stack(out)
+    # the exact u(t) stays in (0, s): leaving it (by more than round-off) means RK4 was unstable
+    if not bool(torch.isfinite(traj).all()) or bool(((traj < 0) | (traj > s_t * (1 + 1e-2))).any()):
+        raise ValueError(f"the RK4 integration is unstable at this grid (u left (0, s)): increase substeps "
+                         f"(got {substeps}) or use a finer t")
+    return traj
 
 
 def deep_learning_time(s: TensorLike, u0: TensorLike, uf: TensorLike, depth: int = 2, tau: Number = 1.0,

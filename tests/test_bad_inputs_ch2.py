@@ -33,3 +33,8 @@ def test_bad_input_gets_a_clear_error(call, err, msg) -> None:
 def test_gradient_step_refuses_mixed_dtypes() -> None:                                                           # 215
     with pytest.raises(TypeError, match="share one dtype"):
         dl.gradient_step([torch.eye(2)] * 2, torch.eye(2, dtype=torch.float64), 0.1)
+
+
+def test_an_unstable_rk4_grid_is_refused() -> None:                                                             # 196
+    with pytest.raises(ValueError, match="increase substeps"):
+        dl.deep_mode_trajectory(torch.tensor([0.0, 10.0]), s=100.0, u0=1e-3, depth=3, substeps=1)
