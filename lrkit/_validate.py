@@ -96,7 +96,7 @@ def broadcast(values: object, n: int, name: str) -> list[Any]:
     values = _scalar(values)
     if isinstance(values, (str, bytes, numbers.Number)) or values is None or not hasattr(values, "__iter__"):
         return [values] * n
-    vals = [_scalar(v) for v in values]  # type: ignore[attr-defined]
+    vals = [_scalar(v) for v in values]  # type: ignore[attr-defined,unused-ignore]
     if len(vals) != n:
         raise ValueError(f"{name} must be one value or a list of {n} (one per configuration), got {len(vals)}")
     return vals
@@ -116,9 +116,10 @@ def check_device(device: object, name: str = "device") -> torch.device:
     if device is None:
         from .env import get_device
 
-        return get_device()
+        found: torch.device = get_device()
+        return found
     try:
-        dev = torch.device(device)  # type: ignore[arg-type]
+        dev: torch.device = torch.device(device)  # type: ignore[call-overload]
     except (RuntimeError, TypeError) as err:
         raise ValueError(f"{name} must be a torch device such as 'cpu', 'cuda' or 'mps', got {device!r}") from err
     if dev.type == "cuda" and not torch.cuda.is_available():

@@ -101,8 +101,8 @@ class LoRALinear(nn.Module):
         w = base.weight
         self.A = nn.Parameter(torch.empty(self.rank, base.in_features, device=w.device, dtype=w.dtype))
         self.B = nn.Parameter(torch.empty(base.out_features, self.rank, device=w.device, dtype=w.dtype))
-        p = _check_dropout(dropout)
-        self.dropout: nn.Module = nn.Dropout(p) if p > 0 else nn.Identity()
+        rate = _check_dropout(dropout)
+        self.dropout: nn.Module = nn.Dropout(rate) if rate > 0 else nn.Identity()
         self.merged = False
         self._merged_delta: torch.Tensor | None = None
         init_lora_(self.A.data, self.B.data, base.weight.data, self.scaling, self.init)
@@ -118,7 +118,8 @@ class LoRALinear(nn.Module):
         w = self.base.weight
         if self.merged:
             raise RuntimeError("weight_norm() needs the unmerged base weight: call unmerge() first")
-        return torch.linalg.norm(w + self.scaling * (self.B @ self.A).detach(), dim=1).detach()
+        norm: torch.Tensor = torch.linalg.norm(w + self.scaling * (self.B @ self.A).detach(), dim=1)
+        return norm.detach()
 
     @property
     def in_features(self) -> int:
@@ -135,12 +136,14 @@ class LoRALinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1:] != (self.in_features,) or x.dtype != self.A.dtype:
             self._bad_input(x)
-        y = self.base(x)
+        y: torch.Tensor = self.base(x)
         if self.merged:  # one nn.Linear: A and B get no gradient until unmerge()
             return y
         if self.magnitude is not None:
-            return y + self._dora_extra(x)
-        return y + self.scaling * F.linear(F.linear(self.dropout(x), self.A), self.B)
+            extra: torch.Tensor = self._dora_extra(x)
+            return y + extra
+        low: torch.Tensor = F.linear(F.linear(self.dropout(x), self.A), self.B)
+        return y + self.scaling * low
 
     def _dora_extra(self, x: torch.Tensor) -> torch.Tensor:
         """``(m/n - 1) x W0^T + (m/n) s B A x`` (PEFT's DoRA forward, bias kept once)."""
