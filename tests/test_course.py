@@ -361,9 +361,10 @@ def test_a_correct_submission_gets_full_marks_within_the_budget(graded: dict) ->
     ("loops", {"count_check"}, "your cell 'count_lora_params': did not finish within 20 s"),
     ("sysexit", {"scaling_check"}, "your cell 'lora_scaling': SystemExit: 3"),
     ("oskill", {"merge_check"}, "your cell 'merge': the kernel died"),
-    # in a sandbox the kernel sees no parent (getppid() is 0): killing "it" kills the kernel itself
-    ("killparent", {"energy_check"}, "your cell 'energy_rank': the kernel died" if detect().isolated
-     else "the grading process was stopped before the end"),
+    # in a sandbox the kernel sees no parent (getppid() is 0, it is its namespace's init): the kill
+    # reaches nothing and costs nothing; without one it kills the worker, and the exercise is lost
+    ("killparent", set() if detect().isolated else {"energy_check"},
+     "" if detect().isolated else "the grading process was stopped before the end"),
     ("shuffled", {"energy_check"}, "cell 'energy_rank' is missing from the submission"),
     ("chatty", set(), ""),
 ])
