@@ -56,6 +56,17 @@ def _dtype_for(device: torch.device, dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if device.type == "mps" else dtype
 
 
+def _modes_and_width(U: torch.Tensor, V: torch.Tensor, hidden: int | None) -> tuple[int, int]:
+    """The number of modes ``k`` (columns of ``U`` and ``V``) and the hidden width (default ``k``)."""
+    k = U.shape[1]
+    if V.shape[1] != k:
+        raise ValueError(f"U and V must have the same number of columns (modes), got {U.shape[1]} and {V.shape[1]}")
+    width = hidden or k
+    if width < k:
+        raise ValueError(f"hidden must be >= the number of modes {k}, got {width}")
+    return k, width
+
+
 def decoupled_init(U: torch.Tensor, V: torch.Tensor, u0: TensorLike, depth: int = 2, hidden: int | None = None,
                    seed: int = 0) -> list[torch.Tensor]:
     """Balanced, decoupled weights whose end-to-end map is ``U diag(u0) V^T``.
@@ -65,12 +76,7 @@ def decoupled_init(U: torch.Tensor, V: torch.Tensor, u0: TensorLike, depth: int 
     ``R_l`` of shape ``(hidden, k)``. Returns ``[W_1, ..., W_D]`` (``W_1`` of shape ``(hidden, in)``).
     """
     depth = check_depth(depth)
-    k = U.shape[1]
-    if V.shape[1] != k:
-        raise ValueError(f"U and V must have the same number of columns (modes), got {U.shape[1]} and {V.shape[1]}")
-    hidden = hidden or k
-    if hidden < k:
-        raise ValueError(f"hidden must be >= the number of modes {k}, got {hidden}")
+    k, hidden = _modes_and_width(U, V, hidden)
     u0_t = to_float64(u0, "u0").to(U.dtype).to(U.device).expand(k)
     if bool((u0_t <= 0).any()):
         raise ValueError(f"u0 must be > 0, got {u0!r}")
@@ -91,12 +97,7 @@ def decoupled_pair(U: torch.Tensor, V: torch.Tensor, a: TensorLike, b: TensorLik
     orthonormal ``(hidden, k)``: mode ``i`` starts at ``u_i = a_i b_i`` with imbalance ``c_i = a_i^2 - b_i^2``.
     ``a = 0`` or ``b = 0`` is allowed (LoRA's Init[B] and Init[A] in the task's own bases).
     """
-    k = U.shape[1]
-    if V.shape[1] != k:
-        raise ValueError(f"U and V must have the same number of columns (modes), got {U.shape[1]} and {V.shape[1]}")
-    hidden = hidden or k
-    if hidden < k:
-        raise ValueError(f"hidden must be >= the number of modes {k}, got {hidden}")
+    k, hidden = _modes_and_width(U, V, hidden)
     a_t = to_float64(a, "a").to(U.dtype).to(U.device).expand(k)
     b_t = to_float64(b, "b").to(U.dtype).to(U.device).expand(k)
     R = torch.linalg.qr(torch.randn(hidden, k, generator=generator(seed), dtype=U.dtype))[0].to(U.device)
