@@ -16,13 +16,16 @@ adapted weight into a trainable magnitude ``m`` (shape ``(out,)``, initialised t
 the row norms ``||W0 + s B A||_row``) and a direction:
 
     W' = diag(m / n) (W0 + s B A),   n = ||W0 + s B A||_row  (detached: no gradient)
+
+This module holds the layer, :class:`LoRALinear`, and its argument checks; adapters on a whole
+model (:func:`add_lora`, :func:`merge_lora`, :func:`remove_lora`, parameter counts) live in
+:mod:`lrkit.lora_model` and are re-exported here.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -32,10 +35,11 @@ from ._validate import as_int, as_real, positive_int
 from .init import check_init_name, init_lora_
 
 __all__ = ["LoRALinear", "add_lora", "count_parameters", "lora_layers", "lora_parameter_count", "lora_scaling",
-           "merge_lora", "remove_lora", "trainable_parameters", "unmerge_lora"]
+           "merge_lora", "remove_lora", "trainable_parameters", "unmerge_lora"]  # the model-level ones: lora_model
 
 
-def _check_rank(rank: object, in_features: int, out_features: int) -> int:
+def check_rank(rank: object, in_features: int, out_features: int) -> int:
+    """``rank`` as an int with ``1 <= rank <= min(in, out)``, else ``ValueError``."""
     rank = as_int(rank, "rank")
     limit = min(in_features, out_features)
     if not 1 <= rank <= limit:
@@ -43,7 +47,8 @@ def _check_rank(rank: object, in_features: int, out_features: int) -> int:
     return rank
 
 
-def _check_alpha(alpha: object, rank: int) -> float:
+def check_alpha(alpha: object, rank: int) -> float:
+    """``alpha`` as a positive finite float; ``None`` means ``alpha = rank``."""
     if alpha is None:
         return float(rank)
     alpha = as_real(alpha, "alpha", "a positive number or None")
@@ -52,7 +57,8 @@ def _check_alpha(alpha: object, rank: int) -> float:
     return float(alpha)
 
 
-def _check_dropout(dropout: object) -> float:
+def check_dropout(dropout: object) -> float:
+    """``dropout`` as a float in ``[0, 1)``."""
     dropout = as_real(dropout, "dropout", "a float in [0, 1)")
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")
@@ -62,7 +68,7 @@ def _check_dropout(dropout: object) -> float:
 def lora_scaling(alpha: float, rank: int, rslora: bool = False) -> float:
     """``alpha / r``, or ``alpha / sqrt(r)`` for rsLoRA (``alpha > 0``, ``r >= 1``)."""
     rank = positive_int(rank, "rank")
-    alpha = _check_alpha(alpha, rank)
+    alpha = check_alpha(alpha, rank)
     return alpha / math.sqrt(rank) if rslora else alpha / rank
 
 
@@ -90,8 +96,8 @@ class LoRALinear(nn.Module):
             raise TypeError(f"base must be a torch.nn.Linear, got {type(base).__name__}")
         if isinstance(base, LoRALinear):  # pragma: no cover - LoRALinear is not an nn.Linear
             raise TypeError("base already carries a LoRA adapter")
-        self.rank = _check_rank(rank, base.in_features, base.out_features)
-        self.alpha = _check_alpha(alpha, self.rank)
+        self.rank = check_rank(rank, base.in_features, base.out_features)
+        self.alpha = check_alpha(alpha, self.rank)
         self.init = check_init_name(init)
         self.rslora = bool(rslora)
         self.scaling = lora_scaling(self.alpha, self.rank, self.rslora)
@@ -101,7 +107,7 @@ class LoRALinear(nn.Module):
         w = base.weight
         self.A = nn.Parameter(torch.empty(self.rank, base.in_features, device=w.device, dtype=w.dtype))
         self.B = nn.Parameter(torch.empty(base.out_features, self.rank, device=w.device, dtype=w.dtype))
-        rate = _check_dropout(dropout)
+        rate = check_dropout(dropout)
         self.dropout: nn.Module = nn.Dropout(rate) if rate > 0 else nn.Identity()
         self.merged = False
         self._merged_delta: torch.Tensor | None = None
@@ -221,119 +227,13 @@ class LoRALinear(nn.Module):
                 + (", dora=True" if self.dora else ""))
 
 
-def _matches(name: str, target: str) -> bool:
-    # PEFT's rule for a list of target names: exact name or a dotted suffix.
-    return name == target or name.endswith("." + target)
-
-
-def add_lora(model: nn.Module, rank: int, alpha: float | None = None, targets: Sequence[str] | str | None = None,
-             init: str = "A", dropout: float = 0.0, rslora: bool = False, dora: bool = False) -> nn.Module:
-    """Wrap the chosen ``nn.Linear`` submodules of ``model`` in :class:`LoRALinear`, in place.
-
-    Every parameter of ``model`` is frozen except the new adapters' ``A`` and ``B``
-    (and DoRA's ``magnitude`` when ``dora=True``).
-    ``targets``: ``None`` (every ``nn.Linear``), or module names matched as PEFT does
-    (exact name or dotted suffix, e.g. ``["q", "fc2"]``). A target that matches no
-    ``nn.Linear`` is an error. A bare ``nn.Linear`` model is not supported: wrap it
-    directly with ``LoRALinear(layer, rank)``. Returns ``model``.
-    """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if isinstance(model, nn.Linear):
-        raise TypeError("model is a bare nn.Linear: use LoRALinear(model, rank) instead of add_lora")
-    if any(isinstance(m, LoRALinear) for m in model.modules()):
-        raise ValueError("model already carries LoRA adapters; call remove_lora(model) first")
-    check_init_name(init)
-    if not isinstance(dora, bool):
-        raise TypeError(f"dora must be True or False, got {dora!r}")
-    linears = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
-    aliases: dict[int, list[str]] = {}
-    for n, m in model.named_modules(remove_duplicate=False):
-        if isinstance(m, nn.Linear):
-            aliases.setdefault(id(m), []).append(n)
-    if targets is None:
-        chosen = list(linears)
-    else:
-        names = [targets] if isinstance(targets, str) else list(targets)
-        if not names or not all(isinstance(t, str) for t in names):
-            raise TypeError("targets must be None, a module name, or a non-empty list of module names")
-        missing = [t for t in names if not any(_matches(n, t) for n in linears)]
-        if missing:
-            raise ValueError(f"targets {missing} match no nn.Linear in the model; "
-                             f"the model's nn.Linear modules are {sorted(linears)}")
-        chosen = [n for n in linears if any(_matches(n, t) for t in names)]
-    if not chosen:
-        raise ValueError("model has no nn.Linear modules to adapt")
-    for name in chosen:  # validate everything before changing anything
-        try:
-            _check_rank(rank, linears[name].in_features, linears[name].out_features)
-        except ValueError as e:
-            raise ValueError(f"{e} (layer {name!r})") from None
-        if len(aliases[id(linears[name])]) > 1:
-            raise ValueError(f"the nn.Linear {name!r} is used at several places {aliases[id(linears[name])]} "
-                             "(tied weights); an adapter would be added to one of them only: untie them first")
-    _check_alpha(alpha, as_int(rank, "rank"))
-    _check_dropout(dropout)
-    rank = as_int(rank, "rank")
-    for p in model.parameters():
-        p.requires_grad_(False)
-    for name in chosen:
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, LoRALinear(linears[name], rank, alpha=alpha, init=init, dropout=dropout,
-                                          rslora=rslora, dora=dora))
-    return model
-
-
-def lora_layers(model: nn.Module) -> list[tuple[str, LoRALinear]]:
-    """The ``(name, layer)`` pairs of every :class:`LoRALinear` in ``model``."""
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, LoRALinear)]
-
-
-def merge_lora(model: nn.Module) -> nn.Module:
-    """Merge every adapter of ``model`` (see :meth:`LoRALinear.merge`)."""
-    for _, layer in lora_layers(model):
-        if not layer.merged:
-            layer.merge()
-    return model
-
-
-def unmerge_lora(model: nn.Module) -> nn.Module:
-    """Unmerge every adapter of ``model``."""
-    for _, layer in lora_layers(model):
-        if layer.merged:
-            layer.unmerge()
-    return model
-
-
-def remove_lora(model: nn.Module, merge: bool = True) -> nn.Module:
-    """Replace every :class:`LoRALinear` by its base ``nn.Linear`` (merged first if ``merge``)."""
-    for name, layer in lora_layers(model):
-        if merge and not layer.merged:
-            layer.merge()
-        elif not merge and layer.merged:
-            layer.unmerge()
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, layer.base)
-    return model
-
-
-def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
-    """Number of (trainable, by default) scalar parameters of ``model``."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
-
-
-def lora_parameter_count(in_features: int, out_features: int, rank: int) -> int:
-    """Parameters of one adapter: ``r (in + out)``, against ``in * out`` for the full matrix."""
-    in_features = positive_int(in_features, "in_features")
-    out_features = positive_int(out_features, "out_features")
-    rank = _check_rank(rank, in_features, out_features)
-    return rank * (in_features + out_features)
-
-
-def trainable_parameters(model: nn.Module) -> Iterable[nn.Parameter]:
-    """The parameters an optimiser should see (those with ``requires_grad``)."""
-    return (p for p in model.parameters() if p.requires_grad)
+from .lora_model import (  # noqa: E402  (they build on LoRALinear; `from lrkit.lora import add_lora` keeps working)
+    add_lora,
+    count_parameters,
+    lora_layers,
+    lora_parameter_count,
+    merge_lora,
+    remove_lora,
+    trainable_parameters,
+    unmerge_lora,
+)
