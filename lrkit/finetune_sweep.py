@@ -29,7 +29,8 @@ from torch import nn
 
 from ._validate import blowup_factor, choice, positive_float, positive_int
 from .env import few_threads
-from .finetune import METHODS, OPTIMIZERS, FinetuneResult, Optimizer, RegressionData, TrainLog, adapted_copy, mse
+from .finetune import METHODS, OPTIMIZERS, FinetuneResult, Optimizer, TrainLog, adapted_copy
+from .finetune_task import RegressionData, mse
 from .lora import LoRALinear, count_parameters
 from .optim import AdamState, batched_adam_step, batched_sgd_step
 from .runs import Divergence
