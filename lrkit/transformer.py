@@ -18,6 +18,7 @@ a projection weight is (out, in) as in ``nn.Linear``.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -26,7 +27,7 @@ from torch import nn
 
 from ._validate import positive_int
 
-__all__ = ["GPTConfig", "GPT", "ATTN", "MLP_TARGETS", "ALL_TARGETS", "next_token_loss"]
+__all__ = ["GPTConfig", "GPT", "ATTN", "MLP_TARGETS", "ALL_TARGETS", "next_token_loss", "projection_names"]
 
 ATTN: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP_TARGETS: tuple[str, ...] = ("up_proj", "down_proj")
@@ -76,7 +77,8 @@ class Attention(nn.Module):
         causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
         att = att.masked_fill(~causal, float("-inf")).softmax(dim=-1)
         y = att @ v                                                      # (B, n_head, T, d / n_head)
-        return self.o_proj(y.transpose(1, 2).reshape(B, T, d))
+        out: torch.Tensor = self.o_proj(y.transpose(1, 2).reshape(B, T, d))
+        return out
 
 
 class MLP(nn.Module):
@@ -88,7 +90,8 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(cfg.ff, cfg.d_model, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.gelu(self.up_proj(x)))
+        out: torch.Tensor = self.down_proj(F.gelu(self.up_proj(x)))
+        return out
 
 
 class Block(nn.Module):
@@ -100,8 +103,9 @@ class Block(nn.Module):
         self.attn, self.mlp = Attention(cfg), MLP(cfg)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln1(x))
-        return x + self.mlp(self.ln2(x))
+        h: torch.Tensor = x + self.attn(self.ln1(x))
+        y: torch.Tensor = h + self.mlp(self.ln2(h))
+        return y
 
 
 class GPT(nn.Module):
@@ -132,7 +136,8 @@ class GPT(nn.Module):
         x = self.tok_emb(idx) + self.pos_emb(torch.arange(T, device=idx.device))   # (B, T, d)
         for block in self.blocks:
             x = block(x)
-        return self.lm_head(self.ln_f(x))                                           # (B, T, V)
+        logits: torch.Tensor = self.lm_head(self.ln_f(x))                           # (B, T, V)
+        return logits
 
     def projections(self) -> dict[str, nn.Linear]:
         """Every attention and MLP projection by its module name (the matrices LoRA adapts)."""
@@ -150,3 +155,8 @@ def next_token_loss(logits: torch.Tensor, idx: torch.Tensor, start: int = 1) -> 
         raise ValueError(f"logits (B, T, V) and idx (B, T) disagree: {tuple(logits.shape)} vs {tuple(idx.shape)}")
     pred, tgt = logits[:, start - 1:-1], idx[:, start:]
     return F.cross_entropy(pred.reshape(-1, pred.shape[-1]), tgt.reshape(-1))
+
+
+def projection_names(model: nn.Module, targets: Sequence[str] = ALL_TARGETS) -> list[str]:
+    """Parameter names (``...q_proj.weight``) of the targeted projections of ``model``."""
+    return [n for n, _ in model.named_parameters() if n.endswith(".weight") and n.split(".")[-2] in targets]
