@@ -5,12 +5,9 @@ initial conditions has an input-side coordinate ``a`` and an output-side coordin
 
     tau a' = b (s - a b),    tau b' = a (s - a b),    u = a b,                       (Saxe et al. 2014)
 
-and the *imbalance* ``c = a^2 - b^2`` is conserved. Since ``a^2 + b^2 = sqrt(c^2 + 4 u^2)``,
-
-    tau u' = sqrt(c^2 + 4 u^2) (s - u)                                              (unbalanced_trajectory)
-
-(our derivation; exact solutions of this kind are in Braun et al. 2022 and Kunin et al. 2024).
-Balanced (``c = 0``) it is Saxe's logistic ``tau u' = 2 u (s - u)``, solved by
+and the *imbalance* ``c = a^2 - b^2`` is conserved (an unbalanced mode, ``c != 0``:
+:mod:`lrkit.deep_linear_unbalanced`). Balanced (``c = 0``) it is Saxe's logistic
+``tau u' = 2 u (s - u)``, solved by
 
     u(t) = s e^{2st/tau} / (e^{2st/tau} - 1 + s/u0)                                  (saxe_trajectory)
     t(u0 -> uf) = tau/(2s) ln[uf (s - u0) / (u0 (s - uf))]                           (learning_time)
@@ -33,19 +30,23 @@ the logarithm's constant), not ``s lr``; at depth ``D`` it is not ``D`` times la
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
 from ._validate import positive_float, positive_int
+from .env import few_threads
 
 __all__ = [
-    "to_float64", "check_depth", "saxe_trajectory", "learning_time", "deep_mode_trajectory", "deep_learning_time",
-    "unbalanced_rate", "unbalanced_time", "unbalanced_trajectory", "discrete_mode_trajectory", "gd_lag",
+    "Number", "TensorLike", "to_float64", "check_depth", "broadcast_named", "saxe_trajectory", "learning_time",
+    "deep_mode_trajectory", "deep_learning_time", "discrete_mode_trajectory", "gd_lag",
 ]
 
 Number = float | int
 TensorLike = torch.Tensor | Number | Sequence[float]
+
+# torch.broadcast_tensors has no annotations; its type, given once
+_broadcast_tensors: Callable[..., tuple[torch.Tensor, ...]] = torch.broadcast_tensors
 
 
 def to_float64(x: TensorLike, name: str) -> torch.Tensor:
@@ -70,9 +71,10 @@ def check_depth(depth: object) -> int:
     return depth
 
 
-def _broadcast(**named: torch.Tensor) -> list[torch.Tensor]:
+def broadcast_named(**named: torch.Tensor) -> list[torch.Tensor]:
+    """The tensors broadcast to one shape; a ``ValueError`` naming them and their shapes if they cannot be."""
     try:
-        return list(torch.broadcast_tensors(*named.values()))
+        return list(_broadcast_tensors(*named.values()))
     except RuntimeError as e:
         shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in named.items())
         raise ValueError(f"{', '.join(named)} must broadcast together, got shapes {shapes}") from e
@@ -82,7 +84,7 @@ def _strengths_and_init(s: TensorLike, u0: TensorLike) -> tuple[torch.Tensor, to
     s_t, u0_t = to_float64(s, "s"), to_float64(u0, "u0")
     if bool((s_t <= 0).any()):
         raise ValueError(f"s (mode strength) must be > 0, got {s!r}")
-    s_t, u0_t = _broadcast(s=s_t, u0=u0_t)
+    s_t, u0_t = broadcast_named(s=s_t, u0=u0_t)
     if bool(((u0_t <= 0) | (u0_t >= s_t)).any()):
         raise ValueError(f"u0 must lie strictly between 0 and s (the mode is learned from below), got u0={u0!r}, "
                          f"s={s!r}")
@@ -112,10 +114,11 @@ def learning_time(s: TensorLike, u0: TensorLike, uf: TensorLike, tau: Number = 1
     tau = positive_float(tau, "tau")
     s_t, u0_t = _strengths_and_init(s, u0)
     uf_t = to_float64(uf, "uf")
-    s_t, u0_t, uf_t = torch.broadcast_tensors(s_t, u0_t, uf_t)
+    s_t, u0_t, uf_t = broadcast_named(s=s_t, u0=u0_t, uf=uf_t)
     if bool(((uf_t <= 0) | (uf_t >= s_t)).any()):
         raise ValueError(f"uf must lie strictly between 0 and s (s itself is only reached as t -> inf), got uf={uf!r}")
-    return tau / (2.0 * s_t) * torch.log(uf_t * (s_t - u0_t) / (u0_t * (s_t - uf_t)))
+    time: torch.Tensor = tau / (2.0 * s_t) * torch.log(uf_t * (s_t - u0_t) / (u0_t * (s_t - uf_t)))
+    return time
 
 
 def deep_mode_trajectory(t: TensorLike, s: TensorLike, u0: TensorLike, depth: int = 2, tau: Number = 1.0,
@@ -138,15 +141,16 @@ def deep_mode_trajectory(t: TensorLike, s: TensorLike, u0: TensorLike, depth: in
 
     out = [u0_t.clone()]
     u = u0_t.clone()
-    for dt_total in t_t.diff().tolist():
-        h = dt_total / substeps
-        for _ in range(substeps):
-            k1 = rate(u)
-            k2 = rate(u + 0.5 * h * k1)
-            k3 = rate(u + 0.5 * h * k2)
-            k4 = rate(u + h * k3)
-            u = u + h / 6.0 * (k1 + 2 * k2 + 2 * k3 + k4)
-        out.append(u.clone())
+    with few_threads(u.device):  # thousands of tiny CPU kernels
+        for dt_total in t_t.diff().tolist():
+            h = dt_total / substeps
+            for _ in range(substeps):
+                k1 = rate(u)
+                k2 = rate(u + 0.5 * h * k1)
+                k3 = rate(u + 0.5 * h * k2)
+                k4 = rate(u + h * k3)
+                u = u + h / 6.0 * (k1 + 2 * k2 + 2 * k3 + k4)
+            out.append(u.clone())
     traj = torch.stack(out)
     # the exact u(t) stays in (0, s): leaving it (by more than round-off) means RK4 was unstable
     if not bool(torch.isfinite(traj).all()) or bool(((traj < 0) | (traj > s_t * (1 + 1e-2))).any()):
@@ -167,7 +171,7 @@ def deep_learning_time(s: TensorLike, u0: TensorLike, uf: TensorLike, depth: int
     if depth == 2:
         return learning_time(s, u0, uf, tau)
     s_t, u0_t = _strengths_and_init(s, u0)
-    s_t, u0_t, uf_t = torch.broadcast_tensors(s_t, u0_t, to_float64(uf, "uf"))
+    s_t, u0_t, uf_t = broadcast_named(s=s_t, u0=u0_t, uf=to_float64(uf, "uf"))
     if bool(((uf_t <= u0_t) | (uf_t >= s_t)).any()):
         raise ValueError("uf must lie strictly between u0 and s")
     n = points + (points + 1) % 2  # odd number of points for Simpson
@@ -179,91 +183,8 @@ def deep_learning_time(s: TensorLike, u0: TensorLike, uf: TensorLike, depth: int
     w[1:-1:2], w[2:-1:2] = 4.0, 2.0
     h = (torch.log(uf_t) - torch.log(u0_t)) / (n - 1)
     integral = h / 3.0 * (w.reshape(-1, *([1] * s_t.ndim)) * f).sum(0)
-    return tau / depth * integral
-
-
-
-
-# --------------------------------------------------------------------------- unbalanced modes
-def unbalanced_rate(u: TensorLike, s: TensorLike, c: TensorLike, tau: Number = 1.0) -> torch.Tensor:
-    """``du/dt = sqrt(c^2 + 4 u^2) (s - u) / tau``: the mode's speed at imbalance ``c = a^2 - b^2``."""
-    tau = positive_float(tau, "tau")
-    u_t, s_t, c_t = _broadcast(u=to_float64(u, "u"), s=to_float64(s, "s"), c=to_float64(c, "c"))
-    return torch.sqrt(c_t ** 2 + 4 * u_t ** 2) * (s_t - u_t) / tau
-
-
-def _antiderivative(u: torch.Tensor, s: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """``F(u) = int du / ((s - u) 2 sqrt(u^2 + q^2))`` for ``s > 0`` (``q = c/2``), stable on both sides of 0.
-
-    ``F = ln[(R r + s u + q^2) / |u - s|] / (2R)`` with ``R = sqrt(s^2 + q^2)``, ``r = sqrt(u^2 + q^2)``;
-    where ``s u + q^2 < 0`` the numerator is rewritten as ``q^2 (s - u)^2 / (R r - s u - q^2)``.
-    """
-    R = torch.sqrt(s ** 2 + q ** 2)
-    r = torch.sqrt(u ** 2 + q ** 2)
-    lin = s * u + q ** 2
-    gap = (s - u).abs()
-    pos = torch.log(R * r + lin.clamp_min(0)) - torch.log(gap)
-    neg = torch.log(q ** 2) + torch.log(gap) - torch.log(R * r - lin.clamp_max(0))
-    return torch.where(lin >= 0, pos, neg) / (2 * R)
-
-
-def _unbalanced_args(s: TensorLike, c: TensorLike, u0: TensorLike
-                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    s_t, c_t, u0_t = to_float64(s, "s"), to_float64(c, "c"), to_float64(u0, "u0")
-    s_t, c_t, u0_t = _broadcast(s=s_t, c=c_t, u0=u0_t)
-    if bool((s_t == 0).any()):
-        raise ValueError(f"s (mode strength) must be non-zero, got {s!r}")
-    sign = torch.sign(s_t)  # u -> -u, s -> -s leaves the equation unchanged: work with s > 0
-    s_t, u0_t = s_t * sign, u0_t * sign
-    if bool(((c_t == 0) & (u0_t <= 0)).any()):
-        raise ValueError("a balanced mode (c = 0) must start on the side of s (u0 s > 0): at u0 s <= 0 it "
-                         f"sits on the saddle and never learns; got c={c!r}, u0={u0!r}, s={s!r}")
-    return s_t, c_t / 2, u0_t, sign
-
-
-def unbalanced_time(u0: TensorLike, uf: TensorLike, s: TensorLike, c: TensorLike, tau: Number = 1.0
-                    ) -> torch.Tensor:
-    """Time for ``tau u' = sqrt(c^2 + 4u^2)(s - u)`` to go from ``u0`` to ``uf`` (closed form, our derivation).
-
-    ``uf`` must lie between ``u0`` and ``s`` (``s`` itself is reached only as ``t -> inf``). All
-    arguments broadcast. For ``c = 0`` it equals :func:`learning_time`.
-    """
-    tau = positive_float(tau, "tau")
-    s_t, q, u0_t, sign = _unbalanced_args(s, c, u0)
-    uf_t = to_float64(uf, "uf") * sign
-    s_t, q, u0_t, uf_t = _broadcast(s=s_t, c=q, u0=u0_t, uf=uf_t)
-    lo, hi = torch.minimum(u0_t, s_t), torch.maximum(u0_t, s_t)
-    if bool(((uf_t < lo) | (uf_t > hi) | (uf_t == s_t)).any()):
-        raise ValueError(f"uf must lie between u0 and s, and differ from s, got uf={uf!r}")
-    return tau * (_antiderivative(uf_t, s_t, q) - _antiderivative(u0_t, s_t, q))
-
-
-def unbalanced_trajectory(t: TensorLike, s: TensorLike, c: TensorLike, u0: TensorLike, tau: Number = 1.0,
-                          iterations: int = 90) -> torch.Tensor:
-    """``u(t)`` of ``tau u' = sqrt(c^2 + 4 u^2)(s - u)``, ``u(0) = u0``: the mode at imbalance ``c = a^2 - b^2``.
-
-    Vectorised: ``t`` (any shape, ``t >= 0``), ``s``, ``c`` and ``u0`` broadcast; float64 on the CPU.
-    The closed-form time :func:`unbalanced_time` is inverted by bisection between ``u0`` and ``s``
-    (``iterations`` halvings: accurate to float round-off). ``c = 0`` gives :func:`saxe_trajectory`;
-    ``|c| >> s`` gives the lazy limit ``u = s - (s - u0) e^{-|c| t / tau}``. Negative ``s`` is
-    allowed (the mirror image ``u -> -u``); a balanced mode must start with ``u0 s > 0``.
-    """
-    tau = positive_float(tau, "tau")
-    positive_int(iterations, "iterations")
-    t_t = to_float64(t, "t")
-    if bool((t_t < 0).any()):
-        raise ValueError("t must be >= 0")
-    s_t, q, u0_t, sign = _unbalanced_args(s, c, u0)
-    t_t, s_t, q, u0_t, sign = _broadcast(t=t_t, s=s_t, c=q, u0=u0_t, sign=sign)
-    F0 = _antiderivative(u0_t, s_t, q)
-    lo, hi = torch.zeros_like(t_t), torch.ones_like(t_t)  # u = u0 + lam (s - u0), lam in [0, 1)
-    for _ in range(iterations):
-        mid = (lo + hi) / 2
-        u_mid = u0_t + mid * (s_t - u0_t)
-        early = tau * (_antiderivative(u_mid, s_t, q) - F0) <= t_t
-        lo, hi = torch.where(early, mid, lo), torch.where(early, hi, mid)
-    u = u0_t + (lo + hi) / 2 * (s_t - u0_t)
-    return sign * torch.where(u0_t == s_t, s_t, u)
+    time: torch.Tensor = tau / depth * integral
+    return time
 
 
 # --------------------------------------------------------------------------- gradient descent, exactly
@@ -282,9 +203,10 @@ def discrete_mode_trajectory(steps: int, s: TensorLike, u0: TensorLike, lr: floa
     s_t, u0_t = _strengths_and_init(s, u0)
     a = u0_t ** (1.0 / depth)
     out = [u0_t.clone()]
-    for _ in range(steps):
-        a = a + lr * a ** (depth - 1) * (s_t - a ** depth)
-        out.append(a ** depth)
+    with few_threads(a.device):
+        for _ in range(steps):
+            a = a + lr * a ** (depth - 1) * (s_t - a ** depth)
+            out.append(a ** depth)
     return torch.stack(out)
 
 
@@ -298,7 +220,7 @@ def gd_lag(lr: float, s: TensorLike, u0: TensorLike, uf: TensorLike, depth: int 
     lr = positive_float(lr, "lr")
     depth = check_depth(depth)
     s_t, u0_t = _strengths_and_init(s, u0)
-    s_t, u0_t, uf_t = _broadcast(s=s_t, u0=u0_t, uf=to_float64(uf, "uf"))
+    s_t, u0_t, uf_t = broadcast_named(s=s_t, u0=u0_t, uf=to_float64(uf, "uf"))
     if bool(((uf_t <= u0_t) | (uf_t >= s_t)).any()):
         raise ValueError("uf must lie strictly between u0 and s (a mode learned from below)")
     return lr / 2 * ((1 - 1 / depth) * torch.log(uf_t / u0_t) + torch.log((s_t - uf_t) / (s_t - u0_t)))

@@ -21,7 +21,7 @@ import math
 import torch
 
 from ._validate import positive_float, positive_int
-from .env import get_device
+from .env import get_device, to_device_dtype
 
 __all__ = ["tree_features", "tree_modes", "level_strengths"]
 
@@ -53,7 +53,8 @@ def tree_modes(levels: int, scale: float = 1.0
     strengths ``s`` ``(P,)`` (descending) and the tree level of each mode ``level`` ``(P,)``
     (0 = root: all items alike; ``l`` = the split at a node of depth ``l - 1``). Within a level the
     strengths are equal, so ``U`` and ``V`` are fixed only up to a rotation inside each level; any
-    quantity per level (:func:`level_strengths`) does not depend on that choice.
+    quantity per level (:func:`level_strengths`) does not depend on that choice. ``Sigma31``, ``U`` and
+    ``V`` are on :func:`lrkit.get_device`, ``s`` and ``level`` on the CPU.
     """
     K = positive_int(levels, "levels")
     scale = positive_float(scale, "scale")
@@ -72,8 +73,9 @@ def tree_modes(levels: int, scale: float = 1.0
             if bool((blocks - blocks.mean(1, keepdim=True)).abs().max() < 1e-9):
                 level[i] = depth
                 break
-    dev = get_device()
-    return sigma.to(dev), U.to(dev), V.to(dev), s, level
+    dev = get_device()  # in its widest dtype (float32 on MPS); s and level stay on the CPU
+    sigma, U, V = (to_device_dtype(x, dev) for x in (sigma, U, V))
+    return sigma, U, V, s, level
 
 
 def level_strengths(W: torch.Tensor, U: torch.Tensor, V: torch.Tensor, level: torch.Tensor) -> torch.Tensor:

@@ -209,7 +209,7 @@ def isolated_half_times(sigma: torch.Tensor, gram: torch.Tensor, B0: torch.Tenso
     The first state to be learned from a small start is ``argmin`` (Chapter 3). A state that can
     never leave zero (``s_n = 0``, or balanced with ``B_n C_n s_n <= 0``: a saddle) gets ``inf``.
     """
-    from .deep_linear_theory import unbalanced_time
+    from .deep_linear_unbalanced import unbalanced_time
 
     sig = torch.as_tensor(sigma, dtype=torch.float64).reshape(-1)
     g = torch.as_tensor(gram, dtype=torch.float64)

@@ -126,12 +126,6 @@ def test_bad_types_and_shapes_in_training() -> None:
         dl.deep_learning_time(1.0, 0.1, 0.5, depth=2.0)
 
 
-def test_sizes_knows_both_scales() -> None:
-    assert dl.sizes("small")["hidden"] == 8 and dl.sizes("full")["n_out"] == 1000
-    with pytest.raises(ValueError, match="scale"):
-        dl.sizes("huge")
-
-
 # --------------------------------------------------------------------------- unbalanced modes, GD lag, hierarchy
 def _rk4(s: float, c: float, u0: float, T: float, n: int = 2000) -> torch.Tensor:
     h, u = T / n, torch.tensor(u0, dtype=torch.float64)

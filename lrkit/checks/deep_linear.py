@@ -29,8 +29,9 @@ def _strengths(seed: int, n: int) -> torch.Tensor:
 def check_learning_time(fn: Callable[..., Any], seed: int = 0) -> None:
     """``fn(s, u0, uf, tau)`` must equal :func:`lrkit.deep_linear.learning_time` (vectorised over ``s``)."""
     s = _strengths(seed, 5)
-    cases = [{"s": 2.0, "u0": 1.0, "uf": 1.5, "tau": 1.0}, {"s": s, "u0": 1e-3, "uf": s / 2, "tau": 1.0},
-             {"s": s, "u0": 1e-6, "uf": 0.9 * s, "tau": 3.0}]
+    cases: list[dict[str, Any]] = [{"s": 2.0, "u0": 1.0, "uf": 1.5, "tau": 1.0},
+                                   {"s": s, "u0": 1e-3, "uf": s / 2, "tau": 1.0},
+                                   {"s": s, "u0": 1e-6, "uf": 0.9 * s, "tau": 3.0}]
     check_function(fn, lambda **c: learning_time(**c), cases, name="learning_time", rtol=1e-6, atol=1e-9,
                    hint="separate variables: du / (u (s - u)) = (2 / tau) dt, and 1/(u(s-u)) = (1/s)(1/u + 1/(s-u))",
                    mistakes={
@@ -66,8 +67,9 @@ def check_unbalanced_rate(fn: Callable[..., Any], seed: int = 0) -> None:
 def check_gd_lag(fn: Callable[..., Any], seed: int = 0) -> None:
     """``fn(lr, s, u0, uf)`` must equal :func:`lrkit.deep_linear.gd_lag` at depth 2."""
     s = _strengths(seed, 4)
-    cases = [{"lr": 1e-3, "s": 2.0, "u0": 1e-3, "uf": 1.0}, {"lr": 2e-3, "s": s, "u0": 1e-4, "uf": s / 2},
-             {"lr": 5e-4, "s": s, "u0": 1e-2, "uf": 0.9 * s}]
+    cases: list[dict[str, Any]] = [{"lr": 1e-3, "s": 2.0, "u0": 1e-3, "uf": 1.0},
+                                   {"lr": 2e-3, "s": s, "u0": 1e-4, "uf": s / 2},
+                                   {"lr": 5e-4, "s": s, "u0": 1e-2, "uf": 0.9 * s}]
 
     def half(lr: float, s: Any, u0: float, uf: Any) -> torch.Tensor:
         return lr / 4 * torch.log(torch.as_tensor(uf, dtype=F64) / u0)
