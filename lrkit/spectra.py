@@ -71,14 +71,16 @@ def _as_matrix(x: object, name: str) -> torch.Tensor:
 
 def singular_values(matrix: ArrayLike) -> torch.Tensor:
     """Singular values of ``matrix`` (out, in), descending, shape ``(min(out, in),)``, float64."""
-    return torch.linalg.svdvals(_as_matrix(matrix, "matrix"))
+    s: torch.Tensor = torch.linalg.svdvals(_as_matrix(matrix, "matrix"))
+    return s
 
 
 def _spectrum(matrix_or_singular_values: ArrayLike, name: str) -> torch.Tensor:
     """A 2-D input is a matrix (its singular values are taken); a 1-D input is a spectrum."""
     t = _as_tensor(matrix_or_singular_values, name)
     if t.ndim == 2:
-        return torch.linalg.svdvals(t)
+        s: torch.Tensor = torch.linalg.svdvals(t)
+        return s
     if t.ndim != 1:
         raise ValueError(f"{name} must be a 2-D matrix or a 1-D vector of singular values, "
                          f"got shape {tuple(t.shape)}")
@@ -153,7 +155,8 @@ def top_subspace(matrix: ArrayLike, k: int, side: Literal["left", "right"] = "le
     if side not in ("left", "right"):
         raise ValueError(f"side must be one of ('left', 'right'), got {side!r}")
     U, _, Vh = torch.linalg.svd(m, full_matrices=False)
-    return U[:, :k] if side == "left" else Vh[:k].T
+    basis: torch.Tensor = U[:, :k] if side == "left" else Vh[:k].T
+    return basis
 
 
 def subspace_overlap(U: ArrayLike, V: ArrayLike) -> float:
@@ -226,10 +229,11 @@ def reduce_intruders(W0: ArrayLike, W: ArrayLike, rank: int | None = None, k: in
         raise ValueError(f"lam must be a finite number, got {lam!r}")
     U, s, Vh = torch.linalg.svd(b, full_matrices=False)
     idx = torch.nonzero(max_cos < eps).flatten()
-    mitigated = b + (lam - 1.0) * (U[:, idx] * s[idx]) @ Vh[idx]
+    mitigated: torch.Tensor = b + (lam - 1.0) * (U[:, idx] * s[idx]) @ Vh[idx]
     if rank is None:
         return mitigated
     if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= min(a.shape):
         raise ValueError(f"rank must be None or an int in [1, {min(a.shape)}], got {rank!r}")
     Ud, sd, Vhd = torch.linalg.svd(mitigated - a, full_matrices=False)
-    return a + (Ud[:, :rank] * sd[:rank]) @ Vhd[:rank]
+    refactored: torch.Tensor = a + (Ud[:, :rank] * sd[:rank]) @ Vhd[:rank]
+    return refactored

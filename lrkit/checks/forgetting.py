@@ -16,13 +16,15 @@ import torch
 from .. import spectra
 from ..forgetting import input_weighted
 from . import call, check_close, check_equal, fail, passed, to_scalar
+from .core import Case
 
 __all__ = ["check_intruders", "check_alignment_prediction", "check_input_weighted_rank",
            "check_rank_prediction", "check_scale_intruders", "check_mitigation_prediction"]
 
 
 def _orthogonal(n: int, gen: torch.Generator) -> torch.Tensor:
-    return torch.linalg.qr(torch.randn(n, n, generator=gen, dtype=torch.float64))[0]
+    Q: torch.Tensor = torch.linalg.qr(torch.randn(n, n, generator=gen, dtype=torch.float64))[0]
+    return Q
 
 
 def _base_and_tuned(gen: torch.Generator, out_f: int, in_f: int,
@@ -62,7 +64,7 @@ def check_intruders(fn: Callable[..., Any], seed: int = 0) -> None:
     ``|cos|`` against *all* base singular vectors; an intruder when that is ``< eps``.
     """
     gen = torch.Generator().manual_seed(seed)
-    cases = []
+    cases: list[Case] = []
     for out_f, in_f, new_left in ((20, 8, True), (20, 8, False), (8, 16, True), (16, 16, False), (24, 10, True)):
         W0, W = _base_and_tuned(gen, out_f, in_f, new_left)
         cases.append({"W0": W0, "W": W, "k": 4, "eps": 0.5})
@@ -109,7 +111,7 @@ def check_alignment_prediction(prediction: Any, seed: int = 0) -> None:
 def check_input_weighted_rank(fn: Callable[..., Any], seed: int = 0) -> None:
     """``fn(delta, second_moment, frac) -> int``: the rank for ``frac`` of the energy of ``dW Sigma^{1/2}``."""
     gen = torch.Generator().manual_seed(seed)
-    cases = []
+    cases: list[Case] = []
     for out_f, in_f, p in ((6, 10, 4), (12, 8, 8), (9, 9, 3)):
         delta = torch.randn(out_f, in_f, generator=gen, dtype=torch.float64)
         X = torch.randn(200, p, generator=gen, dtype=torch.float64) @ torch.randn(p, in_f, generator=gen,
@@ -163,7 +165,7 @@ def check_scale_intruders(fn: Callable[..., Any], seed: int = 0) -> None:
     Expected: :func:`lrkit.spectra.reduce_intruders` with ``rank=None``.
     """
     gen = torch.Generator().manual_seed(seed)
-    cases = []
+    cases: list[Case] = []
     for out_f, in_f, lam in ((20, 8, 0.75), (16, 6, 0.5), (24, 10, 0.0)):
         W0, W = _base_and_tuned(gen, out_f, in_f, new_left=True)
         cases.append({"W0": W0, "W": W, "lam": lam, "k": 4, "eps": 0.5})
@@ -173,11 +175,14 @@ def check_scale_intruders(fn: Callable[..., Any], seed: int = 0) -> None:
         expected = spectra.reduce_intruders(case["W0"], case["W"], rank=None, k=case["k"], eps=case["eps"],
                                             lam=case["lam"])
         actual = call(fn, case, "scale_intruders")
-        W0_, W_, lam, k = case["W0"], case["W"], case["lam"], case["k"]
+        W0_: torch.Tensor = case["W0"]
+        W_: torch.Tensor = case["W"]
+        lam, k = float(case["lam"]), int(case["k"])
 
         def top_scaled() -> torch.Tensor:
             U, s, Vh = torch.linalg.svd(W_, full_matrices=False)
-            return W_ + (lam - 1) * (U[:, :k] * s[:k]) @ Vh[:k]
+            scaled: torch.Tensor = W_ + (lam - 1) * (U[:, :k] * s[:k]) @ Vh[:k]
+            return scaled
 
         variants = {
             "scale only the intruders (top-k directions with max |cos| < eps), not every top-k direction":
