@@ -34,6 +34,7 @@ from ._validate import as_real
 __all__ = ["GaLoreAdamW", "GaLoreProjector", "optimizer_state_numel"]
 
 PROJ_TYPES = ("std", "reverse_std", "right", "left", "full")
+Ortho = torch.Tensor | list[torch.Tensor]  # one side's singular vectors, or both sides' for "full"
 
 
 class GaLoreProjector:
@@ -48,7 +49,7 @@ class GaLoreProjector:
         if proj_type not in PROJ_TYPES:
             raise ValueError(f"proj_type must be one of {PROJ_TYPES}, got {proj_type!r}")
         self.rank, self.update_proj_gap, self.scale, self.proj_type = rank, update_proj_gap, scale, proj_type
-        self.ortho: Any = None
+        self.ortho: Ortho | None = None  # (n, r) or (r, m); a [left, right] pair for "full"
 
     def _side(self, grad: torch.Tensor) -> str:
         tall = grad.shape[0] >= grad.shape[1]
@@ -60,37 +61,45 @@ class GaLoreProjector:
         side = self._side(grad)
         if self.ortho is None or step % self.update_proj_gap == 0:
             self.ortho = _orthogonal(grad, self.rank, side)
-        if side == "right":
-            return grad @ self.ortho.t()
-        if side == "left":
-            return self.ortho.t() @ grad
-        return self.ortho[0].t() @ grad @ self.ortho[1].t()
+        ortho = self.ortho
+        if isinstance(ortho, list):  # "full": both sides
+            low: torch.Tensor = ortho[0].t() @ grad @ ortho[1].t()
+        else:
+            low = grad @ ortho.t() if side == "right" else ortho.t() @ grad
+        return low
 
     def project_back(self, low: torch.Tensor) -> torch.Tensor:
         """Back to the weight's shape, times ``scale`` (galore-torch's shape rules)."""
-        if self.proj_type == "std":
-            full = low @ self.ortho if low.shape[0] >= low.shape[1] else self.ortho @ low
+        ortho = self.ortho
+        if ortho is None:
+            raise RuntimeError("project_back needs a projector: call project(grad, step) first")
+        full: torch.Tensor
+        if isinstance(ortho, list):  # "full"
+            full = ortho[0] @ low @ ortho[1]
+        elif self.proj_type == "std":
+            full = low @ ortho if low.shape[0] >= low.shape[1] else ortho @ low
         elif self.proj_type == "reverse_std":
-            full = self.ortho @ low if low.shape[0] <= low.shape[1] else low @ self.ortho
+            full = ortho @ low if low.shape[0] <= low.shape[1] else low @ ortho
         elif self.proj_type == "right":
-            full = low @ self.ortho
-        elif self.proj_type == "left":
-            full = self.ortho @ low
+            full = low @ ortho
         else:
-            full = self.ortho[0] @ low @ self.ortho[1]
+            full = ortho @ low
         return full * self.scale
 
 
-def _orthogonal(grad: torch.Tensor, rank: int, side: str) -> Any:
+def _orthogonal(grad: torch.Tensor, rank: int, side: str) -> Ortho:
     """Top-``rank`` singular vectors of ``grad`` (SVD in float32, as galore-torch)."""
     is_float = grad.dtype == torch.float
     U, _, Vh = torch.linalg.svd(grad if is_float else grad.float(), full_matrices=False)
-    cast = (lambda t: t) if is_float else (lambda t: t.to(grad.device).type(grad.dtype))
+
+    def back(t: torch.Tensor) -> torch.Tensor:  # to the gradient's dtype and device
+        return t if is_float else t.to(grad.device).type(grad.dtype)
+
     if side == "right":
-        return cast(Vh[:rank, :])
+        return back(Vh[:rank, :])
     if side == "left":
-        return cast(U[:, :rank])
-    return [cast(U[:, :rank]), cast(Vh[:rank, :])]
+        return back(U[:, :rank])
+    return [back(U[:, :rank]), back(Vh[:rank, :])]
 
 
 class GaLoreAdamW(Optimizer):

@@ -32,17 +32,18 @@ would give it alone, up to float round-off.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
 from ._validate import as_real, positive_float
+from .galore import GaLoreAdamW  # Chapter 10's optimiser, re-exported where optimisers live
 from .lora import lora_layers
 
 __all__ = ["loraplus_param_groups", "loraplus_optimizer", "per_config", "AdamState",
-           "batched_adam_step", "batched_sgd_step"]
+           "batched_adam_step", "batched_sgd_step", "GaLoreAdamW"]
 
 
 # --------------------------------------------------------------------------- LoRA+ groups
@@ -85,7 +86,8 @@ def loraplus_optimizer(model: nn.Module, lr: float, ratio: float = 16.0,
     """
     if not (isinstance(optimizer, type) and issubclass(optimizer, torch.optim.Optimizer)):
         raise TypeError(f"optimizer must be a torch.optim.Optimizer class, got {optimizer!r}")
-    return optimizer(loraplus_param_groups(model, lr, ratio), lr=lr, **kwargs)
+    make: Callable[..., torch.optim.Optimizer] = optimizer  # a subclass: its own signature (lr, betas, ...)
+    return make(loraplus_param_groups(model, lr, ratio), lr=lr, **kwargs)
 
 
 # --------------------------------------------------------------------------- batched optimisers
@@ -168,8 +170,3 @@ def batched_sgd_step(param: torch.Tensor, grad: torch.Tensor,
     if param.shape != grad.shape:
         raise ValueError(f"grad must have the shape of param {tuple(param.shape)}, got {tuple(grad.shape)}")
     return param - per_config(lr, param) * grad
-
-
-from .galore import GaLoreAdamW  # noqa: E402 - Chapter 10's optimiser, where optimisers live
-
-__all__ += ["GaLoreAdamW"]

@@ -8,6 +8,7 @@ measured, and both share a colour when they describe the same quantity.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -17,11 +18,14 @@ from matplotlib.figure import Figure
 
 from ._validate import as_int, positive_float
 
+if TYPE_CHECKING:
+    from matplotlib.typing import ColorType, RcKeyType
+
 __all__ = ["STYLE", "label", "new_figure", "theory_vs_experiment"]
 
 ArrayLike = Sequence[float] | np.ndarray | torch.Tensor
 
-STYLE: dict[str, object] = {
+STYLE: dict[RcKeyType, Any] = {
     "figure.dpi": 110,
     "axes.grid": True,
     "grid.alpha": 0.3,
@@ -32,12 +36,17 @@ STYLE: dict[str, object] = {
 }
 
 
-def _np(x: ArrayLike | None) -> np.ndarray | None:
-    if x is None:
-        return None
+def _np(x: ArrayLike) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         return x.detach().cpu().double().numpy()
     return np.asarray(x, dtype=float)
+
+
+def _same_shape(x: ArrayLike | None, y: ArrayLike, message: str) -> tuple[np.ndarray, np.ndarray]:
+    xs, ys = (None if x is None else _np(x)), _np(y)
+    if xs is None or xs.shape != ys.shape:
+        raise ValueError(message)
+    return xs, ys
 
 
 def new_figure(ncols: int = 1, nrows: int = 1, width: float = 4.2, height: float = 3.2
@@ -65,19 +74,17 @@ def theory_vs_experiment(ax: Axes, x: ArrayLike | None = None, theory_y: ArrayLi
     Either part may be omitted. Non-finite experimental points (diverged runs) are
     dropped, never drawn. Legend entries read "<label> (theory)" / "<label> (experiment)".
     """
+    shared: ColorType | None = color  # the experiment takes the theory line's colour
     if theory_y is not None:
-        xs, ys = _np(x), _np(theory_y)
-        if xs is None or xs.shape != ys.shape:
-            raise ValueError("x and theory_y must be given together with the same shape")
-        (line,) = ax.plot(xs, ys, "-", color=color, lw=1.6,
+        xs, ys = _same_shape(x, theory_y, "x and theory_y must be given together with the same shape")
+        (line,) = ax.plot(xs, ys, "-", color=shared, lw=1.6,
                           label=theory_label if theory_label is not None else f"{label} (theory)".strip())
-        color = line.get_color()
+        shared = line.get_color()
     if exp_y is not None:
-        ex, ey = _np(exp_x if exp_x is not None else x), _np(exp_y)
-        if ex is None or ex.shape != ey.shape:
-            raise ValueError("exp_x (or x) and exp_y must have the same shape")
+        ex, ey = _same_shape(exp_x if exp_x is not None else x, exp_y,
+                             "exp_x (or x) and exp_y must have the same shape")
         ok = np.isfinite(ex) & np.isfinite(ey)
-        ax.plot(ex[ok], ey[ok], linestyle="none", marker=marker, ms=5, mfc="none", mew=1.3, color=color,
+        ax.plot(ex[ok], ey[ok], linestyle="none", marker=marker, ms=5, mfc="none", mew=1.3, color=shared,
                 label=exp_label if exp_label is not None else f"{label} (experiment)".strip())
 
 

@@ -57,7 +57,8 @@ def truncate(G: torch.Tensor, k: int) -> torch.Tensor:
     """Best rank-``k`` approximation ``U_k S_k V_k^T`` of ``G`` (out, in) (Eckart-Young)."""
     k = positive_int(k, "k")
     U, S, Vh = torch.linalg.svd(G, full_matrices=False)
-    return (U[:, :k] * S[:k]) @ Vh[:k]
+    best: torch.Tensor = (U[:, :k] * S[:k]) @ Vh[:k]
+    return best
 
 
 def best_rank_cosine(G: torch.Tensor, k: int) -> float:
@@ -163,7 +164,7 @@ def matrix_lora_run(W0: torch.Tensor, W_star: torch.Tensor, rank: int, init: str
         if t == steps:
             break
         opt.zero_grad()
-        loss.backward()
+        torch.autograd.backward(loss)
         opt.step()
     return losses
 
@@ -186,6 +187,6 @@ def matrix_galore_run(W0: torch.Tensor, W_star: torch.Tensor, rank: int | None, 
         if t == steps:
             break
         opt.zero_grad()
-        loss.backward()
+        torch.autograd.backward(loss)
         opt.step()
     return losses

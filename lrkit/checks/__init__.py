@@ -13,11 +13,6 @@ The names below stay importable from ``lrkit.checks`` itself (earlier notebooks 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
-import torch
-
 from .core import (
     Case,
     CheckFailed,
@@ -30,6 +25,7 @@ from .core import (
     describe,
     fail,
     known_mistake,
+    matches_variant,
     passed,
     private_rng,
     to_scalar,
@@ -54,11 +50,4 @@ __all__ = [
 ]
 
 
-def matches_variant(actual: Any, variants: Mapping[str, torch.Tensor]) -> str | None:
-    """The hint of the first known mistake (a tensor) that ``actual`` reproduces (``atol = 1e-5``)."""
-    if not isinstance(actual, torch.Tensor):
-        return None
-    return known_mistake(actual, variants, rtol=0.0, atol=1e-5)
-
-
-_matches_variant = matches_variant  # the old private name, still imported by some chapters' checks
+_matches_variant = matches_variant  # the old private name, for notebooks saved before it was public

@@ -26,7 +26,8 @@ Case = Mapping[str, Any]
 Mistakes = Mapping[str, Callable[..., Any]]
 
 __all__ = ["Case", "CheckFailed", "describe", "fail", "passed", "check_shape", "to_scalar", "as_number",
-           "check_close", "check_equal", "call", "known_mistake", "check_function", "private_rng"]
+           "check_close", "check_equal", "call", "known_mistake", "matches_variant", "check_function",
+           "private_rng"]
 
 
 class CheckFailed(AssertionError):
@@ -191,6 +192,13 @@ def known_mistake(actual: Any, mistakes: Mapping[str, Any], rtol: float = 1e-5, 
         except (TypeError, RuntimeError):
             continue
     return None
+
+
+def matches_variant(actual: Any, variants: Mapping[str, torch.Tensor]) -> str | None:
+    """The hint of the first known mistake (a tensor) that ``actual`` reproduces (``atol = 1e-5``)."""
+    if not isinstance(actual, torch.Tensor):
+        return None
+    return known_mistake(actual, variants, rtol=0.0, atol=1e-5)
 
 
 def _compare(actual: Any, expected: Any, name: str, hint: str | None, case: Case, exact: bool,

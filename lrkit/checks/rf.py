@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from .. import rf
-from . import as_number, call, check_close, fail, known_mistake, passed
+from .core import as_number, call, check_close, fail, known_mistake, passed
 
 __all__ = ["check_kappa", "check_rf_pair", "check_rf_test_mse", "check_peak"]
 
@@ -38,22 +38,23 @@ def check_kappa(kappa_fn: Callable[..., Any], seed: int = 0) -> None:
     """
     gen = torch.Generator().manual_seed(seed)
     lam, _ = _task(gen, 300)
-    cases = [
-        {"eigvals": torch.ones(2, dtype=torch.float64), "n": 1, "ridge": 0.0},
-        {"eigvals": torch.tensor([4.0, 1.0, 0.25], dtype=torch.float64), "n": 2, "ridge": 0.5},
-        {"eigvals": lam, "n": int(torch.randint(10, 100, (1,), generator=gen)), "ridge": 0.0},
-        {"eigvals": lam, "n": 64, "ridge": float(10 ** (-3 + 3 * torch.rand(1, generator=gen).item()))},
-        {"eigvals": lam, "n": 500, "ridge": 1.0},  # more samples than modes: only the ridge keeps kappa > 0
+    spectra: list[tuple[torch.Tensor, int, float]] = [  # (eigvals, n, ridge)
+        (torch.ones(2, dtype=torch.float64), 1, 0.0),
+        (torch.tensor([4.0, 1.0, 0.25], dtype=torch.float64), 2, 0.5),
+        (lam, int(torch.randint(10, 100, (1,), generator=gen)), 0.0),
+        (lam, 64, float(10 ** (-3 + 3 * torch.rand(1, generator=gen).item()))),
+        (lam, 500, 1.0),  # more samples than modes: only the ridge keeps kappa > 0
     ]
-    for case in cases:
-        expected = rf.solve_kappa(case["eigvals"], case["n"], case["ridge"]).item()
+    for eigvals, n, ridge in spectra:
+        case = {"eigvals": eigvals, "n": n, "ridge": ridge}
+        expected = rf.solve_kappa(eigvals, n, ridge).item()
         actual = as_number(call(kappa_fn, case, "solve_kappa_bisect"), "solve_kappa_bisect", case=case, finite=True)
-        lhs = (case["eigvals"] / (case["eigvals"] + actual)).sum().item() + case["ridge"] / max(actual, 1e-300)
+        lhs = (eigvals / (eigvals + actual)).sum().item() + ridge / max(actual, 1e-300)
         hint = ("the left side decreases in kappa: when it is above n, kappa is too small, so move the lower end up; "
                 "bisect on a log scale (the geometric mean of the ends), since kappa spans many decades")
-        if actual > 0 and abs(lhs - case["n"]) > 1e-3 * case["n"]:
+        if actual > 0 and abs(lhs - n) > 1e-3 * n:
             hint = (f"with your kappa the left side sum_i lambda_i/(lambda_i + kappa) + ridge/kappa is {lhs:.6g}, "
-                    f"not n = {case['n']}: " + hint)
+                    f"not n = {n}: " + hint)
         check_close(actual, expected, "solve_kappa_bisect(...)", hint, case=case, rtol=1e-6, atol=1e-12)
     passed("solve_kappa_bisect")
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..sensing import adjoint, compressed_imbalance, linear_rate, make_problem, measure
-from . import as_number, call, check_close, check_shape, fail, known_mistake, matches_variant, passed
+from .core import as_number, call, check_close, check_shape, fail, known_mistake, matches_variant, passed
 
 __all__ = ["check_measure_adjoint", "check_symmetric_step", "check_asymmetric_step", "check_rate_fit",
            "check_predicted_rate", "check_rate_measurement"]
@@ -163,8 +163,9 @@ def check_rate_fit(fit_fn: Callable[..., Any], seed: int = 0) -> None:
         steps = np.unique(np.round(np.logspace(0, 4, 120))).astype(float)
         error = 3.0 * np.exp(-c * steps) * np.exp(0.05 * gen.standard_normal(steps.shape)) + plateau
         error[:5] = 2.0  # an initial phase that the window must exclude
-        case = {"steps": steps, "error": error, "lo": 1e-20, "hi": 1e-3}
-        expected = linear_rate(**case)
+        lo, hi = 1e-20, 1e-3
+        case = {"steps": steps, "error": error, "lo": lo, "hi": hi}
+        expected = linear_rate(steps, error, lo, hi)
         actual = call(fit_fn, case, name, "keep the points with lo <= error <= hi, fit a line to ln(error) "
                                           "against the step, return minus its slope")
         if isinstance(actual, (int, float)) and not isinstance(actual, bool) and math.isfinite(actual):
@@ -181,7 +182,8 @@ def check_rate_fit(fit_fn: Callable[..., Any], seed: int = 0) -> None:
 
 
 def _orthonormal(gen: torch.Generator, r: int, d: int) -> torch.Tensor:
-    return torch.linalg.qr(_randn(gen, r, d))[0]
+    Q: torch.Tensor = torch.linalg.qr(_randn(gen, r, d)).Q
+    return Q
 
 
 def check_predicted_rate(rate_fn: Callable[..., Any], seed: int = 0) -> None:

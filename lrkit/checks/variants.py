@@ -58,12 +58,20 @@ def _dora_layer(W0: torch.Tensor, A: torch.Tensor, B: torch.Tensor, m: torch.Ten
                 scaling: float) -> LoRALinear:
     base = nn.Linear(W0.shape[1], W0.shape[0], bias=False).to(W0.dtype)
     layer = LoRALinear(base, A.shape[0], alpha=scaling * A.shape[0], dora=True)
+    assert layer.magnitude is not None  # dora=True gives the layer its magnitude
     with torch.no_grad():
         layer.base.weight.copy_(W0)
         layer.A.copy_(A)
         layer.B.copy_(B)
         layer.magnitude.copy_(m)
     return layer
+
+
+def _dora_grads(layer: LoRALinear) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(dL/dA, dL/dB, dL/dm)`` of a DoRA layer after a backward pass."""
+    dA, dB, m = layer.A.grad, layer.B.grad, layer.magnitude
+    assert dA is not None and dB is not None and m is not None and m.grad is not None
+    return dA, dB, m.grad
 
 
 def _grads(fn: Callable[..., Any], case: dict[str, Any], name: str) -> tuple[torch.Tensor, ...]:
@@ -79,7 +87,7 @@ def _grads(fn: Callable[..., Any], case: dict[str, Any], name: str) -> tuple[tor
     if not isinstance(y, torch.Tensor) or not y.requires_grad:
         fail(f"{name}(...) must return a tensor that depends on A, B and m through autograd", case=case,
              hint="build the output from torch operations on the arguments, without .detach() on them")
-    (y.square().sum()).backward()
+    torch.autograd.backward(y.square().sum())
     return tuple(c[k].grad if c[k].grad is not None else torch.zeros_like(c[k]) for k in ("A", "B", "m"))
 
 
@@ -96,19 +104,23 @@ def check_dora_forward(fn: Callable[..., Any], seed: int = 0) -> None:
         cases.append({"x": torch.randn(n, d_in, generator=g, dtype=torch.float64), "W0": W0, "A": A, "B": B,
                       "m": m, "scaling": s})
 
-    def reference(x, W0, A, B, m, scaling):
-        return _dora_layer(W0, A, B, m, scaling)(x)
+    def reference(x: torch.Tensor, W0: torch.Tensor, A: torch.Tensor, B: torch.Tensor, m: torch.Tensor,
+                  scaling: float) -> torch.Tensor:
+        y: torch.Tensor = _dora_layer(W0, A, B, m, scaling)(x)
+        return y
 
-    def base_norm(x, W0, A, B, m, scaling):
-        return x @ ((m / W0.norm(dim=1)).view(-1, 1) * (W0 + scaling * B @ A)).T
+    def base_norm(x: torch.Tensor, W0: torch.Tensor, A: torch.Tensor, B: torch.Tensor, m: torch.Tensor,
+                  scaling: float) -> torch.Tensor:
+        y: torch.Tensor = x @ ((m / W0.norm(dim=1)).view(-1, 1) * (W0 + scaling * B @ A)).T
+        return y
 
     mistakes = {"the norm is taken of the adapted weight W0 + s B A, not of W0 alone": base_norm}
     check_function(fn, reference, cases, name="dora_forward", mistakes=mistakes, rtol=1e-9, atol=1e-10,
                    quiet=True, hint="W' = diag(m / n) (W0 + s B A); y = x W'^T")
     for case in cases:
         ref_layer = _dora_layer(case["W0"], case["A"], case["B"], case["m"], case["scaling"])
-        ref_layer(case["x"]).square().sum().backward()
-        expected = (ref_layer.A.grad, ref_layer.B.grad, ref_layer.magnitude.grad)
+        torch.autograd.backward(ref_layer(case["x"]).square().sum())
+        expected = _dora_grads(ref_layer)
         actual = _grads(fn, case, "dora_forward")
         for name, a, e in zip(("dL/dA", "dL/dB", "dL/dm"), actual, expected):
             check_close(a, e, name, case=case, rtol=1e-8, atol=1e-10,
@@ -125,7 +137,7 @@ def _pissa_grad(W0: torch.Tensor, W_star: torch.Tensor, r: int) -> torch.Tensor:
     with torch.no_grad():
         base.weight.copy_(W0)
     layer = LoRALinear(base, r, init="pissa")
-    (0.5 * (layer.base.weight + layer.delta_weight() - W_star).square().sum()).backward()
+    torch.autograd.backward(0.5 * (layer.base.weight + layer.delta_weight() - W_star).square().sum())
     assert layer.B.grad is not None
     return layer.B.grad
 
@@ -138,17 +150,18 @@ def check_pissa_gradient(fn: Callable[..., Any], seed: int = 0) -> None:
              {"W0": torch.randn(4, 7, generator=g, dtype=torch.float64),
               "W_star": torch.randn(4, 7, generator=g, dtype=torch.float64), "r": 3}]
 
-    def left(W0, W_star, r):  # A built from U instead of V
+    def left(W0: torch.Tensor, W_star: torch.Tensor, r: int) -> torch.Tensor:  # A built from U instead of V
         U, S, Vh = torch.linalg.svd(W0, full_matrices=False)
         A = S[:r].sqrt()[:, None] * U[:, :r].T
         return (W0 - W_star) @ A.T if A.shape[1] == W0.shape[1] else torch.zeros(W0.shape[0], r,
                                                                                 dtype=W0.dtype)
 
-    def no_root(W0, W_star, r):
+    def no_root(W0: torch.Tensor, W_star: torch.Tensor, r: int) -> torch.Tensor:
         U, S, Vh = torch.linalg.svd(W0, full_matrices=False)
-        return (W0 - W_star) @ (S[:r, None] * Vh[:r]).T
+        grad: torch.Tensor = (W0 - W_star) @ (S[:r, None] * Vh[:r]).T
+        return grad
 
-    def sign(W0, W_star, r):
+    def sign(W0: torch.Tensor, W_star: torch.Tensor, r: int) -> torch.Tensor:
         return -_pissa_grad(W0, W_star, r)
 
     mistakes = {"A = sqrt(S_r) V_r^T lives on the input side (V), not the output side (U)": left,

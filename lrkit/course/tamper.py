@@ -57,7 +57,7 @@ def _to_python(source: str) -> str:
     try:
         from IPython.core.inputtransformer2 import TransformerManager
 
-        return str(TransformerManager().transform_cell(source))
+        return str(TransformerManager().transform_cell(source))  # type: ignore[no-untyped-call]
     except Exception:  # IPython missing or a broken cell: scan the raw text
         return source
 
