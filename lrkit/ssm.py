@@ -47,36 +47,24 @@ import math
 import torch
 
 from ._validate import as_real, positive_int
-from .env import generator, get_device, resolve_scale
+from .env import complex_dtype, few_threads, float_dtype, generator, get_device, to_device_dtype
 
 __all__ = [
-    "sizes", "ssm_scan", "ssm_kernel", "transfer_function", "ssm_fft", "filtered_input", "frequency_statistics",
+    "ssm_scan", "ssm_kernel", "transfer_function", "ssm_fft", "filtered_input", "frequency_statistics",
     "time_statistics", "colored_noise", "check_ssm_params", "check_signal",
 ]  # plus, lazily, the learning names of lrkit.ssm_learning and lrkit.ssm_poles (see __getattr__)
-
-
-def sizes(scale: str | None = None) -> dict[str, object]:
-    """Experiment sizes of Chapter 3 for ``scale`` (default :func:`lrkit.get_scale`)."""
-    scale = resolve_scale(scale)
-    if scale == "small":
-        return dict(length=512, n_seq=1, a=0.9, teacher=1.5, teacher_pole=0.5, lr=1e-3, steps=3000, b0=0.01,
-                    rhos=(-0.8, 0.0, 0.8), colour_steps=8000, states=(1, 2, 4, 8, 16), u0=1e-3, c0=0.1,
-                    tied_lr=2e-4, poles=(-0.7, 0.0, 0.5, 0.9), teacher_poles=(0.9, -0.7),
-                    teacher_gains=(0.3, 1.0), pole_init=1e-2, pole_steps=6000, pole_target=0.5,
-                    pole_start=0.45, pole_lr=4e-3, pole_t=(2.0, 40.0))
-    return dict(length=4096, n_seq=16, a=0.9, teacher=1.5, teacher_pole=0.5, lr=1e-3, steps=3000, b0=0.01,
-                rhos=(-0.9, -0.5, 0.0, 0.5, 0.9), colour_steps=8000, states=(1, 2, 4, 8, 16, 32, 64), u0=1e-3,
-                c0=0.3, tied_lr=1e-5, poles=(-0.9, -0.7, -0.3, 0.0, 0.3, 0.5, 0.7, 0.9),
-                teacher_poles=(0.9, -0.7), teacher_gains=(0.3, 1.0), pole_init=1e-3, pole_steps=12000,
-                pole_target=0.5, pole_start=0.45, pole_lr=4e-3, pole_t=(2.0, 40.0))
 
 
 # --------------------------------------------------------------------------- validation
 def check_ssm_params(A: torch.Tensor, B: torch.Tensor, C: torch.Tensor
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``A``, ``B``, ``C`` as vectors ``(N,)`` of one shape, finite, with ``|A_n| < 1``.
+
+    In float64 (float32 on MPS), on the device they are on.
+    """
     ts = []
     for name, p in (("A", A), ("B", B), ("C", C)):
-        p = torch.as_tensor(p).to(torch.float64)
+        p = to_device_dtype(torch.as_tensor(p), dtype=torch.float64)
         if p.ndim == 0:
             p = p.reshape(1)
         if p.ndim != 1:
@@ -95,6 +83,7 @@ def check_ssm_params(A: torch.Tensor, B: torch.Tensor, C: torch.Tensor
 
 
 def check_signal(u: torch.Tensor, name: str = "u") -> torch.Tensor:
+    """``u`` if it is a real, finite tensor of shape ``(..., L)``, ``L >= 1``; an error naming ``name`` otherwise."""
     if not isinstance(u, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (..., L), got {type(u).__name__}")
     if u.ndim < 1 or u.shape[-1] < 1:
@@ -117,16 +106,17 @@ def ssm_scan(A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, u: torch.Tensor,
     u = check_signal(u)
     if not u.is_floating_point():  # an integer signal would round the poles (review row 227)
         u = u.to(torch.get_default_dtype())
-    A, B, C = (p.to(u.device, u.dtype) for p in (A, B, C))
+    A, B, C = (to_device_dtype(p, u.device, u.dtype) for p in (A, B, C))
     L = u.shape[-1]
     x = torch.zeros(*u.shape[:-1], A.numel(), dtype=u.dtype, device=u.device)
     if periodic:
         powers = A ** torch.arange(L - 1, -1, -1, device=u.device, dtype=u.dtype).unsqueeze(-1)  # (L, N)
         x = (u.unsqueeze(-1) * powers).sum(-2) * B / (1 - A ** L)
     ys = []
-    for t in range(L):
-        x = A * x + B * u[..., t:t + 1]
-        ys.append((x * C).sum(-1))
+    with few_threads(u.device):
+        for t in range(L):
+            x = A * x + B * u[..., t:t + 1]
+            ys.append((x * C).sum(-1))
     return torch.stack(ys, -1)
 
 
@@ -145,9 +135,10 @@ def transfer_function(A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, length:
     """
     A, B, C = check_ssm_params(A, B, C)
     L = positive_int(length, "length")
-    w = 2 * math.pi * torch.arange(L, dtype=torch.float64, device=A.device) / L
+    w = 2 * math.pi * torch.arange(L, dtype=A.dtype, device=A.device) / L
     z = torch.exp(-1j * w).unsqueeze(-1)  # (L, 1)
-    return ((C * B).to(torch.complex128) / (1 - A.to(torch.complex128) * z)).sum(-1)
+    cplx = complex_dtype(A.device)
+    return ((C * B).to(cplx) / (1 - A.to(cplx) * z)).sum(-1)
 
 
 def ssm_fft(A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, u: torch.Tensor, periodic: bool = False
@@ -161,13 +152,15 @@ def ssm_fft(A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, u: torch.Tensor, 
     u = check_signal(u)
     if not u.is_floating_point():  # the output is returned in u's dtype (review row 228)
         u = u.to(torch.get_default_dtype())
-    L = u.shape[-1]
+    L, wide = u.shape[-1], float_dtype(u.device)
+    y: torch.Tensor
     if periodic:
-        H = transfer_function(A, B, C, L)[: L // 2 + 1].to(u.device)
-        return torch.fft.irfft(H * torch.fft.rfft(u.to(torch.float64)), n=L).to(u.dtype)
-    K = ssm_kernel(A, B, C, L).to(u.device, torch.float64)
+        H = to_device_dtype(transfer_function(A, B, C, L)[: L // 2 + 1], u.device, torch.complex128)
+        y = torch.fft.irfft(H * torch.fft.rfft(u.to(wide)), n=L)
+        return y.to(u.dtype)
+    kernel = to_device_dtype(ssm_kernel(A, B, C, L), u.device, wide)
     n = 2 * L
-    y = torch.fft.irfft(torch.fft.rfft(K, n=n) * torch.fft.rfft(u.to(torch.float64), n=n), n=n)
+    y = torch.fft.irfft(torch.fft.rfft(kernel, n=n) * torch.fft.rfft(u.to(wide), n=n), n=n)
     return y[..., :L].to(u.dtype)
 
 
@@ -201,10 +194,11 @@ def frequency_statistics(u: torch.Tensor, y: torch.Tensor, a: float) -> tuple[fl
     a = _check_pair(u, y, a)
     L = u.shape[-1]
     M = u.numel() // L
-    one = torch.ones(1, dtype=torch.float64)
-    G = transfer_function(torch.tensor([a], dtype=torch.float64), one, one, L).to(u.device)
-    GU = G * torch.fft.fft(u.to(torch.float64))
-    Y = torch.fft.fft(y.to(torch.float64))
+    one, wide = torch.ones(1, dtype=torch.float64), float_dtype(u.device)
+    G = to_device_dtype(transfer_function(torch.tensor([a], dtype=torch.float64), one, one, L), u.device,
+                        torch.complex128)
+    GU = G * torch.fft.fft(u.to(wide))
+    Y = torch.fft.fft(y.to(wide))
     sigma_uy = (Y * GU.conj()).real.sum() / (M * L * L)
     sigma_uu = GU.abs().square().sum() / (M * L * L)
     return float(sigma_uy), float(sigma_uu)
@@ -216,8 +210,9 @@ def time_statistics(u: torch.Tensor, y: torch.Tensor, a: float, periodic: bool =
     With ``periodic=True`` this equals :func:`frequency_statistics` (Parseval).
     """
     a = _check_pair(u, y, a)
-    z = filtered_input(a, u.to(torch.float64), periodic)
-    return float((y.to(torch.float64) * z).mean()), float(z.square().mean())
+    wide = float_dtype(u.device)
+    z = filtered_input(a, u.to(wide), periodic)
+    return float((y.to(wide) * z).mean()), float(z.square().mean())
 
 
 def colored_noise(length: int, rho: float = 0.0, n_seq: int = 1, seed: int = 0) -> torch.Tensor:
@@ -234,9 +229,10 @@ def colored_noise(length: int, rho: float = 0.0, n_seq: int = 1, seed: int = 0) 
     u = torch.empty_like(e)
     u[:, 0] = e[:, 0]
     c = math.sqrt(1 - rho ** 2)
-    for t in range(1, L):
-        u[:, t] = rho * u[:, t - 1] + c * e[:, t]
-    return u.to(get_device())
+    with few_threads(u.device):
+        for t in range(1, L):
+            u[:, t] = rho * u[:, t - 1] + c * e[:, t]
+    return to_device_dtype(u, get_device())  # drawn on the CPU in float64: the same on every device
 
 
 

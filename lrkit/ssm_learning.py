@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ._validate import positive_float, positive_int
+from .env import few_threads, float_dtype, to_device_dtype
 from .runs import Divergence
 from .ssm import check_signal, check_ssm_params, filtered_input, transfer_function
 
@@ -36,7 +37,8 @@ def _pair(u: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     u, y = check_signal(u), check_signal(y, "y")
     if u.shape != y.shape:
         raise ValueError(f"u and y must have the same shape, got {tuple(u.shape)} and {tuple(y.shape)}")
-    return u.reshape(-1, u.shape[-1]).to(torch.float64), y.reshape(-1, y.shape[-1]).to(torch.float64)
+    wide = float_dtype(u.device)
+    return u.reshape(-1, u.shape[-1]).to(wide), y.reshape(-1, y.shape[-1]).to(wide)
 
 
 def feature_statistics(u: torch.Tensor, y: torch.Tensor, poles: Sequence[float] | torch.Tensor
@@ -52,7 +54,8 @@ def feature_statistics(u: torch.Tensor, y: torch.Tensor, poles: Sequence[float] 
     check_ssm_params(a, a, a)
     M, L = u.shape
     one = torch.ones(1, dtype=torch.float64)
-    G = torch.stack([transfer_function(a[n:n + 1], one, one, L) for n in range(a.numel())]).to(u.device)
+    G = torch.stack([transfer_function(a[n:n + 1], one, one, L) for n in range(a.numel())])
+    G = to_device_dtype(G, u.device, torch.complex128)
     GU = G[:, None, :] * torch.fft.fft(u)[None]  # (N, M, L)
     Y = torch.fft.fft(y)
     sigma = (Y[None] * GU.conj()).real.sum((-1, -2)) / (M * L * L)
@@ -62,11 +65,11 @@ def feature_statistics(u: torch.Tensor, y: torch.Tensor, poles: Sequence[float] 
 
 @dataclass
 class SSMRun:
-    """A batch of SSM training runs: ``t`` (``step * lr``, ``(T,)``), ``product`` ``w = sum_n C_n B_n``
-    ``(cfg, T)``, ``products`` per state ``C_n B_n`` ``(cfg, T, N)``, ``loss`` per time step ``(cfg, T)``,
-    final ``B`` and ``C`` ``(cfg, N)``, ``diverged`` ``(cfg,)`` and ``diverged_at`` ``(cfg,)`` (the step,
-    -1 if never; the rule of :mod:`lrkit.runs`, checked at the recorded steps); ``final``: the last
-    recorded loss (NaN when diverged)."""
+    """A batch of SSM training runs, on the CPU: ``t`` (``step * lr``, ``(T,)``), ``product``
+    ``w = sum_n C_n B_n`` ``(K, T)``, ``products`` per state ``C_n B_n`` ``(K, T, N)``, ``loss`` per time
+    step ``(K, T)``, final ``B`` and ``C`` ``(K, N)``, ``diverged`` ``(K,)`` and ``diverged_at`` ``(K,)``
+    (the step, -1 if never; the rule of :mod:`lrkit.runs`, checked at the recorded steps); ``final``:
+    the last recorded loss (NaN when diverged)."""
 
     t: torch.Tensor
     product: torch.Tensor
@@ -87,25 +90,38 @@ def train_ssm(u: torch.Tensor, y: torch.Tensor, A: torch.Tensor, B0: torch.Tenso
               steps: int, periodic: bool = True, record_every: int = 10, freeze_C: bool = False) -> SSMRun:
     """Gradient descent on ``(B, C)`` (``A`` fixed) of the time-domain loss ``1/(2ML) sum (y - yhat)^2``.
 
-    ``u``, ``y``: ``(M, L)`` (or ``(L,)``); ``A``, ``B0``, ``C0``: ``(cfg, N)`` for ``cfg`` configurations
+    ``u``, ``y``: ``(M, L)`` (or ``(L,)``); ``A``, ``B0``, ``C0``: ``(K, N)`` for ``K`` configurations
     trained at once (or ``(N,)`` for one). With ``A`` fixed the state is ``x_{t,n} = B_n z_{t,n}``,
     ``z_n`` = the input filtered by pole ``A_n`` (computed once), so ``yhat = sum_n C_n B_n z_n`` and
     ``dL/dB_n = C_n mean(z_n r)``, ``dL/dC_n = B_n mean(z_n r)``, ``r = yhat - y``. ``freeze_C``
-    keeps ``C`` at ``C0`` (only ``B`` learns). Diverged configurations are frozen and flagged.
+    keeps ``C`` at ``C0`` (only ``B`` learns). Runs on ``u``'s device in its :func:`lrkit.env.float_dtype`;
+    diverged configurations are frozen and flagged (:mod:`lrkit.runs`), nothing is read back inside the loop.
     """
     positive_float(lr, "lr"), positive_int(steps, "steps"), positive_int(record_every, "record_every")
     u, y = _pair(u, y)
-    A, B, C = (torch.as_tensor(p, dtype=torch.float64) for p in (A, B0, C0))
+    A, B, C = (p.cpu().to(torch.float64) if isinstance(p, torch.Tensor) else torch.as_tensor(p, dtype=torch.float64)
+               for p in (A, B0, C0))
     A, B, C = (p.unsqueeze(0) if p.ndim == 1 else p for p in (A, B, C))
     if not (A.ndim == 2 and A.shape == B.shape == C.shape):
-        raise ValueError(f"A, B0 and C0 must share one shape (cfg, N) or (N,), got {tuple(A.shape)}, "
+        raise ValueError(f"A, B0 and C0 must share one shape (K, N) or (N,), got {tuple(A.shape)}, "
                          f"{tuple(B.shape)}, {tuple(C.shape)}")
     for row in A:
         check_ssm_params(row, row, row)  # stability and finiteness of every pole
     dev = u.device
-    A, B, C = A.to(dev), B.to(dev).clone(), C.to(dev).clone()
+    B, C = (to_device_dtype(p, dev).clone() for p in (B, C))
     filt = {p: filtered_input(p, u, periodic) for p in sorted(set(A.flatten().tolist()))}
-    z = torch.stack([torch.stack([filt[float(p)] for p in row]) for row in A])  # (cfg, N, M, L)
+    z = torch.stack([torch.stack([filt[float(p)] for p in row]) for row in A])  # (K, N, M, L)
+    prods, losses, B, C, div = _descend(z, y, B, C, lr, steps, record_every, freeze_C)
+    times = [0.0] + [step * lr for step in range(1, steps + 1) if step % record_every == 0 or step == steps]
+    products = prods.cpu()
+    return SSMRun(torch.tensor(times, dtype=products.dtype), products.sum(-1), products, losses.cpu(), B.cpu(),
+                  C.cpu(), ~div.alive.cpu(), div.diverged_at.cpu())
+
+
+def _descend(z: torch.Tensor, y: torch.Tensor, B: torch.Tensor, C: torch.Tensor, lr: float, steps: int,
+             record_every: int, freeze_C: bool
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, Divergence]:
+    """The loop of :func:`train_ssm`, all on the device: ``(products (K, T, N), loss (K, T), B, C, divergence)``."""
 
     def predict(B: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
         return ((C * B)[..., None, None] * z).sum(1)
@@ -114,22 +130,20 @@ def train_ssm(u: torch.Tensor, y: torch.Tensor, A: torch.Tensor, B0: torch.Tenso
         return 0.5 * r.square().mean((-1, -2))
 
     r = predict(B, C) - y
-    times, prods, losses = [0.0], [C * B], [loss_of(r)]
-    div = Divergence(A.shape[0], blowup=1e6, device=dev, start=losses[0].clamp_min(1e-12))
-    for step in range(1, steps + 1):
-        g = (z * r.unsqueeze(1)).mean((-1, -2))  # mean(z_n r), (cfg, N)
-        B_new, C_new = B - lr * C * g, (C if freeze_C else C - lr * B * g)
-        B, C = div.keep(B_new, B), div.keep(C_new, C)      # a diverged configuration stays frozen
-        r = predict(B, C) - y
-        if step % record_every == 0 or step == steps:
-            loss = loss_of(r)
-            div.update(loss, step)                          # no host synchronisation
-            times.append(step * lr)
-            prods.append(div.mask(C * B))
-            losses.append(div.mask(loss))
-    products = torch.stack(prods, 1).cpu()
-    return SSMRun(torch.tensor(times, dtype=torch.float64), products.sum(-1), products,
-                  torch.stack(losses, 1).cpu(), B.cpu(), C.cpu(), ~div.alive.cpu(), div.diverged_at.cpu())
+    prods, losses = [C * B], [loss_of(r)]
+    div = Divergence(B.shape[0], blowup=1e6, device=B.device, start=losses[0].clamp_min(1e-12))
+    with few_threads(B.device, 4.0 * z.numel()):
+        for step in range(1, steps + 1):
+            g = (z * r.unsqueeze(1)).mean((-1, -2))  # mean(z_n r), (K, N)
+            B_new, C_new = B - lr * C * g, (C if freeze_C else C - lr * B * g)
+            B, C = div.keep(B_new, B), div.keep(C_new, C)      # a diverged configuration stays frozen
+            r = predict(B, C) - y
+            if step % record_every == 0 or step == steps:
+                loss = loss_of(r)
+                div.update(loss, step)                          # no host synchronisation
+                prods.append(div.mask(C * B))
+                losses.append(div.mask(loss))
+    return torch.stack(prods, 1), torch.stack(losses, 1), B, C, div
 
 
 def train_tied(u: torch.Tensor, y: torch.Tensor, a: float, N: Sequence[int], b0: Sequence[float],
@@ -140,6 +154,8 @@ def train_tied(u: torch.Tensor, y: torch.Tensor, a: float, N: Sequence[int], b0:
     The output is ``N b c z`` (``z`` the input filtered by ``a``), so ``dL/db = N c mean(z r)`` and
     ``dL/dc = N b mean(z r)``, ``r = N b c z - y``. One configuration per entry of ``N``, ``b0``,
     ``c0`` (equal lengths); ``freeze_c`` keeps ``c = c0``. ``product`` records the gain ``N b c``.
+    The loss is quadratic in the gain, so the loop runs on the CPU on ``(K,)`` scalars, with
+    :mod:`lrkit.runs`' divergence rule at the recorded steps.
     """
     positive_float(lr, "lr"), positive_int(steps, "steps"), positive_int(record_every, "record_every")
     u, y = _pair(u, y)
@@ -150,22 +166,27 @@ def train_tied(u: torch.Tensor, y: torch.Tensor, a: float, N: Sequence[int], b0:
     if not (n.shape == b.shape == c.shape) or n.ndim != 1 or bool((n < 1).any()):
         raise ValueError("N, b0 and c0 must be sequences of the same length, with every N >= 1")
     z = filtered_input(float(a), u, True)  # (M, L)
-    zz, zy = float(z.square().mean()), float((z * y).mean())  # the loss is quadratic in the gain
-    times, gains, recorded = [0.0], [n * b * c], [0]
-    for step in range(1, steps + 1):
-        g = zz * n * b * c - zy  # mean(z r)
-        b, c = b - lr * n * c * g, (c if freeze_c else c - lr * n * b * g)
-        if step % record_every == 0 or step == steps:
-            times.append(step * lr)
-            gains.append(n * b * c)
-            recorded.append(step)
-    gain = torch.stack(gains, 1)
-    loss = 0.5 * (zz * gain ** 2 - 2 * zy * gain + float(y.square().mean()))
-    nonfinite = ~torch.isfinite(gain)
-    bad = nonfinite.any(1)
-    first = torch.tensor(recorded)[nonfinite.long().argmax(1)]   # the first recorded non-finite step
-    return SSMRun(torch.tensor(times, dtype=torch.float64), gain, gain[..., None], loss, b[:, None],
-                  c[:, None], bad, torch.where(bad, first, -1))
+    zz, zy, yy = float(z.square().mean()), float((z * y).mean()), float(y.square().mean())
+
+    def loss_of(gain: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (zz * gain ** 2 - 2 * zy * gain + yy)
+
+    times, gains, losses = [0.0], [n * b * c], [loss_of(n * b * c)]
+    div = Divergence(n.numel(), blowup=1e6, start=losses[0].clamp_min(1e-12))
+    with few_threads(n.device):
+        for step in range(1, steps + 1):
+            g = zz * n * b * c - zy  # mean(z r)
+            b_new, c_new = b - lr * n * c * g, (c if freeze_c else c - lr * n * b * g)
+            b, c = div.keep(b_new, b), div.keep(c_new, c)     # a diverged configuration stays frozen
+            if step % record_every == 0 or step == steps:
+                gain = n * b * c
+                div.update(loss_of(gain), step)
+                times.append(step * lr)
+                gains.append(div.mask(gain))
+                losses.append(div.mask(loss_of(gain)))
+    gain_t = torch.stack(gains, 1)
+    return SSMRun(torch.tensor(times, dtype=torch.float64), gain_t, gain_t[..., None], torch.stack(losses, 1),
+                  b[:, None], c[:, None], ~div.alive, div.diverged_at)
 
 
 SCHEMES = ("tied balanced", "tied frozen", "untied frozen", "untied balanced")

@@ -106,7 +106,6 @@ def test_divergence_is_flagged() -> None:
                            lr=-1.0, steps=2), ValueError, "lr"),
     (lambda: ssm.train_ssm(torch.ones(4), torch.ones(4), torch.ones(1) * 0.5, torch.ones(2), torch.ones(1),
                            lr=0.1, steps=2), ValueError, "share one shape"),
-    (lambda: ssm.sizes("huge"), ValueError, "scale"),
 ])
 def test_bad_inputs(call, exc: type, match: str) -> None:
     with pytest.raises(exc, match=match):

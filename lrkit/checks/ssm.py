@@ -15,8 +15,8 @@ from typing import Any
 import torch
 
 from ..deep_linear import learning_time
-from ..ssm import colored_noise, feature_statistics, frequency_statistics, ssm_fft
-from ..ssm_learning import SCHEMES, isolated_half_times, latent_half_time
+from ..ssm import colored_noise, frequency_statistics, ssm_fft
+from ..ssm_learning import SCHEMES, feature_statistics, isolated_half_times, latent_half_time
 from .core import call, check_close, check_function, fail, passed
 
 __all__ = ["check_statistics", "check_half_time", "check_latent_half_time", "check_first_pole"]
@@ -38,7 +38,7 @@ def check_statistics(fn: Callable[..., Any], seed: int = 0) -> None:
     ``sigma_uy = 1/(M L^2) sum Re[Y conj(G U)]``, ``sigma_uu = 1/(M L^2) sum |G U|^2``, ``G = 1/(1 - a e^{-iw})``."""
     gen = torch.Generator().manual_seed(seed)
     name = "sufficient_statistics"
-    cases = []
+    cases: list[dict[str, Any]] = []
     for L, M, a in ((16, 1, 0.5), (64, 3, 0.9), (32, 2, -0.7)):
         u = torch.randn(M, L, generator=gen, dtype=torch.float64)
         teacher = torch.tensor([float(torch.rand(1, generator=gen)) * 1.8 - 0.9], dtype=torch.float64)
@@ -68,7 +68,6 @@ def check_statistics(fn: Callable[..., Any], seed: int = 0) -> None:
             hint_uy = "sigma_uy = sum_k Re[Y_k conj(G_k U_k)] / (M L^2): a correlation needs the complex conjugate"
         check_close(s_uy, exp_uy, f"{name}(...)[0] (sigma_uy)", hint_uy, case=case, rtol=1e-6, atol=1e-9)
     passed(name)
-
 
 
 def check_half_time(fn: Callable[..., Any], seed: int = 0) -> None:
