@@ -6,8 +6,8 @@
   :func:`input_weighted` weighs an update by it, ``dW Sigma^{1/2}``;
 * :func:`pareto_excess` measures how far runs lie above a learning-forgetting front.
 
-The second moments are accumulated on the compute device in :func:`lrkit.env.float_dtype` (float32 on
-MPS) and returned on the CPU in float64; the rest is CPU-side float64 linear algebra.
+The second moments are computed on the compute device in :func:`lrkit.env.float_dtype` (float32 on
+MPS) and returned on the CPU; the rest is CPU-side float64 linear algebra.
 :mod:`lrkit.forgetting` re-exports every name here.
 """
 
@@ -30,8 +30,8 @@ def layer_second_moments(model: nn.Module, weights: dict[str, torch.Tensor],
                          x: torch.Tensor) -> dict[str, torch.Tensor]:
     """``Sigma_x = E[h h^T]`` (in, in) of the input ``h`` of every projection, run with ``weights`` on ``x``.
 
-    Accumulated on ``x``'s device in :func:`lrkit.env.float_dtype` (float64, float32 on MPS); returned
-    on the CPU in float64, keyed by the projection's weight name (``...q_proj.weight``).
+    Computed on ``x``'s device in :func:`lrkit.env.float_dtype` (float64, float32 on MPS) and returned on
+    the CPU in that dtype, keyed by the projection's weight name (``...q_proj.weight``).
     """
     wide = float_dtype(x.device)
     mods = {n: m for n, m in model.named_modules() if n.rsplit(".", 1)[-1] in ALL_TARGETS}
@@ -49,7 +49,7 @@ def layer_second_moments(model: nn.Module, weights: dict[str, torch.Tensor],
     finally:
         for h in hooks:
             h.remove()
-    return {n + ".weight": (h.T @ h / h.shape[0]).cpu().to(torch.float64) for n, h in acc.items()}
+    return {n + ".weight": (h.T @ h / h.shape[0]).cpu() for n, h in acc.items()}
 
 
 def intruder_summary(model: nn.Module, weights: dict[str, torch.Tensor], k: int = 10,
