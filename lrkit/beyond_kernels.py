@@ -13,7 +13,9 @@ and trains only ``u_hat`` on the unit sphere of ``span(W)^perp``:
 
     u_hat <- normalise(u_hat - lr (I - u_hat u_hat^T) P grad_u L(u_hat; x_t)),  L = (f*(x) - f_u(x))^2,
 
-one fresh ``x_t`` per step (:func:`sgd_step`; ``P`` projects onto ``span(W)^perp``). ``W = 0`` is the
+one fresh ``x_t`` per step (:func:`sgd_step`; ``P`` projects onto ``span(W)^perp``). The model itself
+(:class:`Setting`, :func:`outputs`, the instances :func:`aligned`, :func:`glm`, :func:`faithful`) lives in
+:mod:`lrkit.beyond_kernels_model` and is re-exported here. ``W = 0`` is the
 GLM ("from scratch"): with ``lam = 1/k``, ``c = c_hat = 1/sqrt(k)`` and ``xi = sqrt(k)``, ``f* = sigma(u . x)``.
 The linearised (kernel) student replaces ``f_u`` by its first-order expansion around the base model,
 ``f(x) + xi sum_j lam_j c_hat_j sigma'(w_j . x) (u_hat . x)``.
@@ -47,126 +49,11 @@ import numpy as np
 import torch
 
 from ._validate import choice, positive_float, positive_int
+from .beyond_kernels_model import MODELS, Setting, aligned, faithful, glm, outputs
 from .env import generator
-from .hermite import Activation, activation, derivative_kernel
 
 __all__ = ["MODELS", "Setting", "Task", "aligned", "drift_limit", "faithful", "glm", "make_task", "outputs",
            "overlap_ode", "safe_lr", "sgd_step", "steps_theory"]
-
-MODELS = ("network", "linear")
-
-
-def _unit_entries(v: torch.Tensor, name: str, k: int) -> None:
-    if v.shape != (k,) or not torch.allclose(v.abs(), torch.full_like(v, 1 / math.sqrt(k)), atol=1e-6):
-        raise ValueError(f"{name} must have shape ({k},) with entries +-1/sqrt(k) (the paper's Assumption 3)")
-
-
-@dataclass(frozen=True)
-class Setting:
-    """What the dynamics of the overlap depend on: ``k``, ``xi``, the activation, ``lam``, ``c``, ``c_hat``,
-    and whether the base weights are present (orthonormal rows) or zero (the GLM)."""
-
-    k: int
-    xi: float
-    act: Activation
-    lam: torch.Tensor
-    c: torch.Tensor
-    c_hat: torch.Tensor
-    base: bool = True
-
-    def __post_init__(self) -> None:
-        positive_int(self.k, "k")
-        positive_float(self.xi, "xi")
-        for name in ("lam", "c", "c_hat"):
-            object.__setattr__(self, name, torch.as_tensor(getattr(self, name), dtype=torch.float64).cpu())
-        if self.lam.shape != (self.k,):
-            raise ValueError(f"lam must have shape ({self.k},), got {tuple(self.lam.shape)}")
-        _unit_entries(self.c, "c", self.k)
-        _unit_entries(self.c_hat, "c_hat", self.k)
-
-    @property
-    def var(self) -> float:
-        """Variance of every pre-activation: ``|w_i|^2 + xi^2 / k``."""
-        return float(self.base) + self.xi ** 2 / self.k
-
-    def h(self, m: torch.Tensor | float) -> torch.Tensor:
-        """The drift coefficient ``h(m)`` (module docstring), exact up to the Hermite series' truncation."""
-        m = torch.as_tensor(m, dtype=torch.float64)
-        cc = self.xi ** 2 * torch.outer(self.c, self.c_hat)  # (k, k)
-        cov = float(self.base) * torch.eye(self.k, dtype=torch.float64) + cc * m[..., None, None]
-        ker = derivative_kernel(self.act, cov, self.var)
-        return 2 * (torch.outer(self.lam, self.lam) * cc * ker).sum((-2, -1))
-
-    def _draw(self, m: float, n: int, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
-        g = torch.randn(n, self.k, generator=gen, dtype=torch.float64) * float(self.base)
-        a, e = torch.randn(2, n, generator=gen, dtype=torch.float64)
-        return g, a, m * a + math.sqrt(max(1 - m * m, 0.0)) * e
-
-    def outputs(self, g: torch.Tensor, a: torch.Tensor, b: torch.Tensor, model: str = "network"
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Teacher output ``y``, student output ``y_hat`` and ``dL/db`` (``grad_u L = dL/db * x``).
-
-    ``g`` ``(..., k)`` the base pre-activations ``W x``, ``a = u . x``, ``b = u_hat . x`` ``(...)``; ``lam``, ``c``,
-    ``ch`` ``(k,)`` or ``(..., k)``; ``model`` "network" or "linear" (the student linearised around the base).
-    """
-        return outputs(self.act, self.xi, self.lam, self.c, self.c_hat, g, a, b, model)
-
-    def noise(self, m: torch.Tensor | float, n: int = 20000, seed: int = 0) -> torch.Tensor:
-        """``V(m) = E[(dL/db)^2]``: Monte Carlo with ``n`` samples on 101 overlaps in ``[-1, 1]`` (computed once per
-        setting and cached), interpolated linearly at ``m``."""
-        key = (n, seed)
-        cache = self.__dict__.setdefault("_noise_cache", {})
-        if key not in cache:
-            g, a, e = self._draw(0.0, n, generator(seed))
-            grid = torch.linspace(-1, 1, 101, dtype=torch.float64)[:, None]
-            b = grid * a + (1 - grid ** 2).clamp(min=0).sqrt() * e
-            cache[key] = self.outputs(g, a.expand_as(b), b)[2].pow(2).mean(-1).numpy()
-        mm = torch.as_tensor(m, dtype=torch.float64)
-        vals = np.interp(mm.reshape(-1).numpy(), np.linspace(-1, 1, 101), cache[key])
-        return torch.from_numpy(vals).reshape(mm.shape)
-
-    def loss(self, m: float, model: str = "network", n: int = 200000, seed: int = 0) -> tuple[float, float]:
-        """``(E[(f* - f_u)^2], E[(f* - f)^2])`` at overlap ``m``: the student's and the base model's loss."""
-        choice(model, "model", MODELS)
-        g, a, b = self._draw(m, n, generator(seed))
-        y, yh, _ = self.outputs(g, a, b, model)
-        base = (self.lam * self.act(g)).sum(-1)
-        return float((y - yh).pow(2).mean()), float((y - base).pow(2).mean())
-
-
-def outputs(act: Activation, xi: float, lam: torch.Tensor, c: torch.Tensor, ch: torch.Tensor, g: torch.Tensor,
-             a: torch.Tensor, b: torch.Tensor, model: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    y = (lam * act(g + xi * c * a[..., None])).sum(-1)
-    if model == "network":
-        zh = g + xi * ch * b[..., None]
-        yh = (lam * act(zh)).sum(-1)
-        slope = xi * (lam * ch * act.grad(zh)).sum(-1)
-    else:  # the linearised student around the base model
-        slope = xi * (lam * ch * act.grad(g)).sum(-1)
-        yh = (lam * act(g)).sum(-1) + slope * b
-    return y, yh, -2 * (y - yh) * slope
-
-
-def aligned(k: int, act: str | Activation = "relu", xi: float | None = None) -> Setting:
-    """Our aligned instance: ``lam = c = c_hat = 1/sqrt(k)``, ``xi = sqrt(k)`` by default (papers.md item A [C])."""
-    one = torch.full((positive_int(k, "k"),), 1 / math.sqrt(k), dtype=torch.float64)
-    return Setting(k, math.sqrt(k) if xi is None else xi, activation(act), one, one, one)
-
-
-def glm(act: str | Activation = "relu", k: int = 1) -> Setting:
-    """The GLM as the paper's special case: ``W = 0``, ``lam = 1/k``, ``c = c_hat = 1/sqrt(k)``, ``xi = sqrt(k)``,
-    so ``f*(x) = sigma(u . x)``."""
-    one = torch.full((positive_int(k, "k"),), 1 / math.sqrt(k), dtype=torch.float64)
-    return Setting(k, math.sqrt(k), activation(act), one / math.sqrt(k), one, one, base=False)
-
-
-def faithful(k: int, act: str | Activation = "relu", xi: float | None = None, seed: int = 0) -> Setting:
-    """The paper's setting: ``lam = 1``, ``c`` and ``c_hat`` independent and uniform on ``{+-1/sqrt(k)}^k``."""
-    gen = generator(seed)
-    sign = lambda: torch.randint(0, 2, (k,), generator=gen).double() * 2 - 1  # noqa: E731
-    c, ch = sign() / math.sqrt(k), sign() / math.sqrt(k)
-    return Setting(k, 0.5 * math.sqrt(k) if xi is None else xi, activation(act), torch.ones(k, dtype=torch.float64),
-                   c, ch)
 
 
 @dataclass(frozen=True)
@@ -229,7 +116,8 @@ def sgd_step(task: Task, u_hat: torch.Tensor, x: torch.Tensor, lr: float, model:
     grad = task.project(dldb[..., None] * x)
     grad = grad - (grad * u_hat).sum(-1, keepdim=True) * u_hat
     new = u_hat - lr * grad
-    return new / new.norm(dim=-1, keepdim=True)
+    unit: torch.Tensor = new / new.norm(dim=-1, keepdim=True)
+    return unit
 
 
 def steps_theory(setting: Setting, d: int, lr: float, m0: float | np.ndarray = 0.0, threshold: float = 0.9,

@@ -7,7 +7,9 @@ different ``d`` share one ``(C, max d')`` tensor, padded with zeros and masked. 
 ``O(C (max d' + k))``; a run stops when every chain has reached the threshold. The chains are
 the configuration axis (``K = C``) of :mod:`lrkit.runs`: a chain whose overlap turns non-finite
 diverges (a normalised chain cannot blow up, so ``blowup`` is infinite), is frozen at its last
-direction, and reads NaN from then on.
+direction, and reads NaN from then on. The chains run on the device in its
+:func:`lrkit.env.float_dtype` (float32 on MPS), on one CPU thread on the CPU; the loop reads the
+device once per record, to stop when enough chains are done.
 """
 
 from __future__ import annotations
@@ -20,11 +22,11 @@ import numpy as np
 import torch
 
 from ._validate import choice, positive_float, positive_int
-from .beyond_kernels import MODELS, Setting, outputs
-from .env import generator, get_device, resolve_scale
+from .beyond_kernels_model import MODELS, Setting, outputs
+from .env import few_threads, float_dtype, generator, get_device, to_device_dtype
 from .runs import Divergence
 
-__all__ = ["Run", "simulate", "sizes"]
+__all__ = ["Run", "simulate"]
 
 
 @dataclass
@@ -86,7 +88,7 @@ def simulate(setting: Setting | list[Setting], dims: list[int], seeds: list[int]
     D = max(dp)
     conf = [(i, j) for i in range(len(dims)) for j in range(len(seeds))]
     mask, u, uh, eta = (torch.zeros(len(conf), D, dtype=torch.float64) for _ in range(4))
-    for n, (i, j) in enumerate(conf):
+    for n, (i, j) in enumerate(conf):  # drawn on the CPU in float64: the same task on every device
         gen = generator(seeds[j])
         mask[n, :dp[i]] = 1
         for vec in (u, uh):
@@ -95,19 +97,39 @@ def simulate(setting: Setting | list[Setting], dims: list[int], seeds: list[int]
         eta[n] = lrs[i]
     if flip_start:
         uh = -uh
-    lam, c, ch = (torch.stack([getattr(settings[j], a) for _, j in conf]).to(dev) for a in ("lam", "c", "c_hat"))
-    mask, u, uh, eta = mask.to(dev), u.to(dev), uh.to(dev), eta[:, :1].to(dev)
+    wide = float_dtype(dev)  # float32 on MPS
+    lam, c, ch = (to_device_dtype(torch.stack([getattr(settings[j], a) for _, j in conf]), dev, wide)
+                  for a in ("lam", "c", "c_hat"))
+    mask, u, uh, eta = (to_device_dtype(x, dev, wide) for x in (mask, u, uh, eta[:, :1]))
     gen = torch.Generator(device=dev).manual_seed(seeds[0] if stream_seed is None else stream_seed)
-    m = (uh * u).sum(-1)
-    m0 = m.cpu().numpy().copy()
-    div = Divergence(len(conf), blowup=math.inf, device=dev)
-    hit = torch.full_like(m, math.inf)
+    m0 = (uh * u).sum(-1).cpu().numpy().copy()
     every = max(1, max_steps // records)
-    ts, ms = [0], [m.cpu()]
-    C, scale = len(conf), float(s0.base)
+    with few_threads(dev, 8.0 * len(conf) * (D + k)):
+        ts, ms, m, hit, div, t = _chains(s0, model, lam, c, ch, mask, u, uh, eta, gen, max_steps, every, threshold,
+                                         stop_fraction, len(dims))
+    d_arr = np.array([dims[i] for i, _ in conf])
+    diverged, diverged_at = div.result()
+    return Run(d=d_arr, seed=np.array([seeds[j] for _, j in conf]), m0=m0, steps_to=hit.cpu().numpy(),
+               t=np.array(ts), m=torch.stack(ms, 1).cpu().numpy(), final=m.cpu().numpy(), steps=t,
+               meta=dict(model=model, threshold=threshold, lr=lrs, dims=dims), diverged=diverged,
+               diverged_at=diverged_at)
+
+
+def _chains(s0: Setting, model: str, lam: torch.Tensor, c: torch.Tensor, ch: torch.Tensor, mask: torch.Tensor,
+            u: torch.Tensor, uh: torch.Tensor, eta: torch.Tensor, gen: torch.Generator, max_steps: int, every: int,
+            threshold: float, stop_fraction: float, n_dims: int
+            ) -> tuple[list[int], list[torch.Tensor], torch.Tensor, torch.Tensor, Divergence, int]:
+    """The loop of :func:`simulate`, on the chains' device and dtype: every ``every`` steps the overlaps are
+    recorded (on the device) and the one host read of the loop decides whether enough chains are done."""
+    C, D = mask.shape
+    k, scale, dt, dev = s0.k, float(s0.base), mask.dtype, mask.device
+    m = (uh * u).sum(-1)
+    div = Divergence(C, blowup=math.inf, device=dev)
+    hit = torch.full_like(m, math.inf)
+    ts, ms, t = [0], [m], 0
     for t in range(1, max_steps + 1):
-        g = torch.randn(C, k, generator=gen, device=dev, dtype=torch.float64) * scale
-        x = torch.randn(C, D, generator=gen, device=dev, dtype=torch.float64) * mask
+        g = torch.randn(C, k, generator=gen, device=dev, dtype=dt) * scale
+        x = torch.randn(C, D, generator=gen, device=dev, dtype=dt) * mask
         dldb = outputs(s0.act, s0.xi, lam, c, ch, g, (x * u).sum(-1), (x * uh).sum(-1), model)[2]
         grad = dldb[:, None] * x
         grad = grad - (grad * uh).sum(-1, keepdim=True) * uh
@@ -119,29 +141,8 @@ def simulate(setting: Setting | list[Setting], dims: list[int], seeds: list[int]
         hit = torch.where(torch.isinf(hit) & (m >= threshold), torch.full_like(hit, t), hit)
         if t % every == 0:
             ts.append(t)
-            ms.append(m.cpu())
-            done = torch.isfinite(hit).double().reshape(len(dims), len(seeds)).mean(1)
-            if bool((done >= stop_fraction).all()):
+            ms.append(m)
+            done = torch.isfinite(hit).to(dt).reshape(n_dims, -1).mean(1)
+            if bool((done >= stop_fraction).all()):   # the loop's one host read, once per record
                 break
-    d_arr = np.array([dims[i] for i, _ in conf])
-    diverged, diverged_at = div.result()
-    return Run(d=d_arr, seed=np.array([seeds[j] for _, j in conf]), m0=m0, steps_to=hit.cpu().numpy(),
-               t=np.array(ts), m=torch.stack(ms, 1).numpy(), final=m.cpu().numpy(), steps=t,
-               meta=dict(model=model, threshold=threshold, lr=lrs, dims=dims), diverged=diverged,
-               diverged_at=diverged_at)
-
-
-def sizes(scale: str | None = None) -> dict[str, object]:
-    """Chapter 9's experiment sizes for ``scale`` (default :func:`lrkit.get_scale`).
-
-    ``small`` (a 2-core CPU, our calibration): ``k = 4``, ``d`` up to 256 for fine-tuning and 64 for the
-    GLM, 8 seeds; the faithful demo at ``k = 8, d = 64``. ``full`` (a GPU): ``d`` up to 2048 and 128, 16
-    seeds, and the faithful demo at the paper's ReLU size ``k = 50, d = 2000``.
-    """
-    if resolve_scale(scale) == "small":
-        return dict(k=4, ft_dims=(32, 64, 128, 256), seeds=8, glm_dims=(16, 32, 64), glm_cap=40000,
-                    xi_d=64, xis=(0.125, 0.25, 0.5, 1.0, 2.0), xi_seeds=4, faith_k=8, faith_d=64, faith_seeds=8,
-                    faith_steps=100)
-    return dict(k=4, ft_dims=(64, 128, 256, 512, 1024, 2048), seeds=16, glm_dims=(16, 32, 64, 128), glm_cap=400000,
-                xi_d=256, xis=(0.125, 0.25, 0.5, 1.0, 2.0), xi_seeds=16, faith_k=50, faith_d=2000, faith_seeds=16,
-                faith_steps=100)
+    return ts, ms, m, hit, div, t

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from lrkit import beyond_kernels as bk
-from lrkit.checks.beyond_kernels import _sign_cases
+from lrkit.checks.beyond_kernels import sign_cases
 from lrkit.hermite import Activation, activation, hermite_coefficients
-from lrkit.spherical_sgd import simulate, sizes
+from lrkit.spherical_sgd import simulate
 
 
 def mc_drift(setting: bk.Setting, m: float, n: int = 200_000, seed: int = 0) -> tuple[float, float]:
@@ -116,19 +116,12 @@ def test_steps_theory_and_safe_lr() -> None:
 
 
 def test_drift_limit_and_faithful_instances() -> None:
-    for case in _sign_cases(0):
+    for case in sign_cases(0):
         lim = bk.drift_limit(**case)
         assert abs(lim) in (0.0, 1.0) or abs(abs(lim) - 1) < 1e-9
         assert np.sign(lim) == np.sign(float(case["setting"].h(case["m0"])))
     s = bk.faithful(8, seed=805)
     assert float(s.h(0.0)) == 0.0 and bk.drift_limit(s, 0.0) == 0.0
-
-
-def test_sizes() -> None:
-    small, full = sizes("small"), sizes("full")
-    assert max(small["ft_dims"]) == 256 and full["faith_d"] == 2000 and full["faith_k"] == 50
-    with pytest.raises(ValueError, match="scale must be one of"):
-        sizes("medium")
 
 
 def test_bad_inputs_name_the_argument() -> None:

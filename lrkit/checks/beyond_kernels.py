@@ -86,7 +86,7 @@ def check_information_exponents(predicted: Any) -> None:
     passed("information exponents")
 
 
-def _sign_cases(seed: int) -> list[dict[str, Any]]:
+def sign_cases(seed: int) -> list[dict[str, Any]]:
     """Starts on both sides of h's unstable zero, saddles (h(0) = 0) and starts against sign h(0)."""
     gen = torch.Generator().manual_seed(seed)
     jit = (torch.rand(8, generator=gen) * 0.04 - 0.02).tolist()
@@ -101,7 +101,7 @@ def check_predicted_sign(fn: Callable[..., Any], seed: int = 0) -> None:
     """``fn(setting, m0)``: the sign (+1, -1, or 0 at a fixed point) of where the overlap flow
     ``dm/dt = h(m)(1 - m^2)`` from ``m0`` ends, i.e. of :func:`lrkit.beyond_kernels.drift_limit`."""
     name = "predicted_sign"
-    for case in _sign_cases(seed):
+    for case in sign_cases(seed):
         lim = bk.drift_limit(**case)
         expected = 0 if abs(lim) < 1e-9 else int(math.copysign(1, lim))
         actual = as_number(call(fn, case, name, "use setting.h(m0)"), name, case=case, finite=True)
@@ -141,7 +141,8 @@ def check_sgd_step(fn: Callable[..., Any], seed: int = 0) -> None:
             return v - (v * u).sum(-1, keepdim=True) * u
 
         def unit(v: torch.Tensor) -> torch.Tensor:
-            return v / v.norm(dim=-1, keepdim=True)
+            out: torch.Tensor = v / v.norm(dim=-1, keepdim=True)
+            return out
 
         mistakes = {
             "project the gradient onto the complement of span(W) (Pi_perp) before the step":
