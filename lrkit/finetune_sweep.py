@@ -128,7 +128,7 @@ def finetune_lrs(model: nn.Module, data: RegressionData, lrs: Sequence[float], m
                 break
             for p in params.values():
                 p.grad = None
-            torch.where(alive, per, 0.0).sum().backward()  # type: ignore[no-untyped-call]
+            torch.autograd.backward(torch.where(alive, per, 0.0).sum())
             with torch.no_grad():
                 step_rate = rate * alive.to(rate.dtype)
                 for k, p in params.items():

@@ -40,38 +40,18 @@ from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
 from ._validate import blowup_factor, choice, finite_float, positive_float, positive_int
-from .env import generator, resolve_scale
+from .env import generator
 from .forgetting_measures import input_weighted, intruder_summary, layer_second_moments, mitigate, pareto_excess
 from .forgetting_tasks import bayes_loss, entropy_rate, random_chains, sample_sequences
 from .optim import AdamState, batched_adam_step
 from .runs import Divergence
 from .transformer import ALL_TARGETS, GPT, GPTConfig, next_token_loss, projection_names
 
-__all__ = ["sizes", "random_chains", "entropy_rate", "bayes_loss", "sample_sequences", "pretrain", "Sweep",
+__all__ = ["random_chains", "entropy_rate", "bayes_loss", "sample_sequences", "pretrain", "Sweep",
            "finetune_sweep", "sequence_loss", "projection_names", "layer_second_moments", "intruder_summary",
            "mitigate", "input_weighted", "pareto_excess"]
 
 Params = dict[str, torch.Tensor]
-
-
-def sizes(scale: str | None = None) -> dict[str, object]:
-    """Experiment sizes for ``scale`` (default :func:`lrkit.get_scale`).
-
-    ``small``: a 2-block, width-32 model; the chapter runs in well under a minute of CPU time.
-    ``full``: 4 blocks of width 256 (3.2M parameters), 2048 tokens per step, so about 40 GFLOP
-    per training step and configuration; 3000 pretraining steps and 34 configurations of 600
-    steps make about 1 PFLOP, roughly 4-5 minutes on a T4-class GPU (an estimate from operation
-    counts, at 4 TFLOP/s sustained; not measured).
-    """
-    if resolve_scale(scale) == "small":
-        return dict(cfg=GPTConfig(vocab_size=32, block_size=16, n_layer=2, n_head=2, d_model=32),
-                    n_topics=4, support=3, pretrain_steps=400, pretrain_lr=1e-2, batch=32, n_target=1024,
-                    n_test=128, steps=150, eval_every=15, ranks=(1, 2, 4, 8, 16), lora_lrs=(3e-3, 1e-2),
-                    full_lrs=(3e-4, 1e-3, 3e-3), seeds=2, subspace_ranks=(2, 16))
-    return dict(cfg=GPTConfig(vocab_size=64, block_size=32, n_layer=4, n_head=4, d_model=256),
-                n_topics=8, support=3, pretrain_steps=3000, pretrain_lr=1e-3, batch=64, n_target=8192,
-                n_test=512, steps=600, eval_every=50, ranks=(1, 2, 4, 8, 16, 64), lora_lrs=(1e-3, 3e-3),
-                full_lrs=(1e-4, 3e-4, 1e-3), seeds=2, subspace_ranks=(8, 64))
 
 
 def pretrain(cfg: GPTConfig, P: torch.Tensor, steps: int, lr: float, batch: int, seed: int,
@@ -231,6 +211,7 @@ def finetune_sweep(model: GPT, target_train: torch.Tensor, evals: dict[str, torc
         factors = [] if method == "full" else [
             {n: train[n + ".A"][k, :rk[k]].cpu() for n in names} for k in range(K)]
     diverged, diverged_at = div.result()
-    return Sweep(method=method, ranks=list[int | None](rk) if rk else [None] * K, lrs=list(lrs), seeds=list(seeds), rslora=rs,
-                 eval_steps=eval_steps, target_loss=curves["target"].cpu(), source_loss=curves["source"].cpu(),
-                 weights=final, factors=factors, diverged=diverged, diverged_at=diverged_at)
+    return Sweep(method=method, ranks=list[int | None](rk) if rk else [None] * K, lrs=list(lrs),
+                 seeds=list(seeds), rslora=rs, eval_steps=eval_steps, target_loss=curves["target"].cpu(),
+                 source_loss=curves["source"].cpu(), weights=final, factors=factors,
+                 diverged=diverged, diverged_at=diverged_at)
