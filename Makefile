@@ -1,6 +1,6 @@
 # Quick start:  make book   (build the executed book into _build/html)
-#               make test   (unit tests + every lesson and solution notebook under nbval)
-#               make test-fast  (the unit tests alone, about 30 s: the inner loop)
+#               make test   (every test, and every lesson under nbval: each notebook runs once)
+#               make test-fast  (the unit tests without notebooks: the inner loop)
 # Everything runs in .venv, created on first use from pyproject.toml, with the
 # versions pinned in ci/constraints.txt (torch 2.13.0 CPU, jupyter-book 1.0.4.post1).
 
@@ -28,12 +28,18 @@ $(STAMP): pyproject.toml ci/constraints.txt
 
 venv: $(STAMP)
 
-unit: $(STAMP)
-	$(PY) -m pytest -q tests
+# Tests run on JOBS workers (pytest-xdist; default: the machine's cores, at most 4), a file per
+# worker at a time (--dist loadfile), so a notebook's cells stay in one kernel. JOBS=0: one process.
+JOBS ?= $(shell $(PYTHON) -c "import os; print(min(4, len(os.sched_getaffinity(0))))" 2>/dev/null || echo 2)
+XDIST := $(if $(filter 0,$(JOBS)),,-n $(JOBS) --dist loadfile)
+PYTEST := $(PY) -m pytest -q -p no:cacheprovider $(XDIST)
 
-# The inner loop (about 30 s): every unit test, no notebook or subprocess. One chapter: -m ch04.
+unit: $(STAMP)
+	$(PYTEST) tests
+
+# The inner loop: every unit test, no notebook, subprocess or exercise run. One chapter: -m ch04.
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -p no:cacheprovider -m "not slow" tests
+	$(PYTEST) -m "not slow" tests
 
 # Lint and types (CI runs both): ruff with pyproject's configuration over the code and tests;
 # mypy (strict, see pyproject) on the core modules every chapter stands on (gating), then a report of the
@@ -47,10 +53,14 @@ lint: $(STAMP)
 types: $(STAMP)
 	$(PY) -m mypy lrkit
 
+# Lessons under nbval. Solutions run in tests/test_exercises.py (their setup once, each exercise
+# in a forked child), exercises as handed out there too: every notebook executes once in `make test`.
 notebooks: $(STAMP)
-	$(PY) -m pytest -q -p no:cacheprovider --nbval-lax lessons solutions
+	$(PYTEST) --nbval-lax lessons
 
-test: unit notebooks
+# One pytest over the unit tests and the lessons, so both workers stay busy to the end.
+test: $(STAMP)
+	$(PYTEST) --nbval-lax tests lessons --ignore=tests/fixtures
 
 exercises: $(STAMP)
 	$(PY) -m lrkit.course make-exercises

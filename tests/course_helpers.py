@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import pickle
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +103,99 @@ def run_in_process(nb: NotebookNode, upto: str) -> dict[str, Any]:
         if c.cell_type == "code" and not c.metadata.get("nbgrader", {}).get("grade"):
             exec(compile(c.source, f"<cell {cell_key(c)}>", "exec"), ns)
     raise KeyError(upto)
+
+
+def _exercise_start(nb: NotebookNode) -> int:
+    """Index of the first exercise cell (a solution or a graded cell): the setup runs before it."""
+    return next(i for i, c in enumerate(nb.cells)
+                if c.cell_type == "code" and (c.metadata.get("nbgrader", {}).get("solution")
+                                              or c.metadata.get("nbgrader", {}).get("grade")))
+
+
+_SETUPS: dict[Path, tuple[str, dict[str, Any]]] = {}
+
+
+def _setup_namespace(solution_nb: Path) -> tuple[str, dict[str, Any]]:
+    """The namespace after the solved copy's setup cells (run once per notebook, in this process)."""
+    if solution_nb not in _SETUPS:
+        nb = student_copy(solution_nb)
+        start = _exercise_start(nb)
+        ns: dict[str, Any] = {"__name__": "__course_test__"}
+        for c in nb.cells[:start]:
+            if c.cell_type == "code":
+                exec(compile(c.source, f"<cell {cell_key(c)}>", "exec"), ns)
+        _SETUPS[solution_nb] = (notebook_prefix(nb, start), ns)
+    return _SETUPS[solution_nb]
+
+
+def notebook_prefix(nb: NotebookNode, stop: int) -> str:
+    """The code of ``nb``'s cells before ``stop``: two notebooks share a setup iff these agree."""
+    return "\n\0".join(c.source for c in nb.cells[:stop] if c.cell_type == "code")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened in a forked run: nothing raised (``kind is None``), or the exception's facts."""
+
+    kind: str | None = None
+    message: str = ""
+    assertion: bool = False
+    runtime: bool = False
+    value: Any = None
+
+
+def run_forked(solution_nb: Path, nb: NotebookNode, body: Callable[[dict[str, Any]], Any]) -> Outcome:
+    """Run ``body(ns)`` in a forked child whose ``ns`` holds ``nb``'s setup, already executed.
+
+    The setup cells (before the first exercise) of the solved copy of ``solution_nb`` run once in
+    this process; ``nb`` (an edit of that copy, or the exercise notebook) must share them exactly.
+    Each call forks, so nothing ``body`` does (edited definitions, reloaded or monkeypatched checks,
+    the global random stream) reaches this process or the next test. POSIX only (fork).
+    """
+    prefix, ns = _setup_namespace(solution_nb)
+    assert notebook_prefix(nb, _exercise_start(nb)) == prefix, "the notebook's setup differs from the solution's"
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        os.close(read)
+        try:
+            value = body(ns)
+            out = Outcome(value=value if value is not ns else None)
+        except BaseException as e:
+            out = Outcome(type(e).__name__, str(e), isinstance(e, AssertionError), isinstance(e, RuntimeError))
+        try:
+            data = pickle.dumps(out)
+        except Exception as e:
+            data = pickle.dumps(Outcome("UnpicklableResult", repr(e)))
+        with os.fdopen(write, "wb") as f:
+            f.write(data)
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as f:
+        data = f.read()
+    _, status = os.waitpid(pid, 0)
+    assert data, f"the forked run died without a report (wait status {status})"
+    result: Outcome = pickle.loads(data)
+    return result
+
+
+def exec_from(nb: NotebookNode, ns: dict[str, Any], upto: str | None = None,
+              graded: Callable[[NotebookNode], str | None] = lambda c: None) -> dict[str, Any]:
+    """Continue ``nb`` in ``ns`` from its first exercise up to the graded cell ``upto`` (None: to the end).
+
+    A graded cell runs ``graded(cell)`` when that returns a source (else it is skipped).
+    """
+    for c in nb.cells[_exercise_start(nb):]:
+        if upto is not None and cell_key(c) == upto:
+            return ns
+        if c.cell_type != "code":
+            continue
+        source = graded(c) if c.metadata.get("nbgrader", {}).get("grade") else c.source
+        if source is not None:
+            exec(compile(source, f"<cell {cell_key(c)}>", "exec"), ns)
+    if upto is not None:
+        raise KeyError(upto)
+    return ns
 
 
 def hostile_submissions(folder: Path) -> dict[str, Path]:

@@ -17,18 +17,17 @@ from __future__ import annotations
 import importlib
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
-from course_helpers import ROOT, cell, replace, run_in_process, student_copy
+from course_helpers import ROOT, cell, exec_from, replace, run_forked, student_copy
 from nbformat import NotebookNode
 from planted import CHAPTERS
 
 import lrkit.checks
 from lrkit import course
-from lrkit.course import execute_cells, read_notebook
+from lrkit.course import read_notebook
 
 PLANTED = [(chapter, *p) for chapter, (_, _, planted) in CHAPTERS.items() for p in planted]
 PLANTED_IDS = [f"{p[0][:2]}:{p[2]}:{p[4][:30]}" for p in PLANTED]
@@ -52,17 +51,6 @@ def checks_module(chapter: str) -> ModuleType:
 
 def solved(chapter: str) -> NotebookNode:
     return student_copy(solution_nb(chapter))
-
-
-@pytest.fixture
-def pristine_checks() -> Iterator[None]:
-    """Hidden tests reload the checks modules; put their original contents back afterwards."""
-    modules = [checks_module(ch) for ch in CHAPTERS]
-    saved = [dict(vars(m)) for m in modules]
-    yield
-    for m, s in zip(modules, saved):
-        vars(m).clear()
-        vars(m).update(s)
 
 
 def test_every_solution_notebook_is_covered() -> None:
@@ -95,15 +83,26 @@ def test_no_hint_contains_a_line_of_the_solution(chapter: str) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("chapter", CHAPTERS)
 def test_as_handed_out_every_check_fails_with_not_implemented(chapter: str) -> None:
-    records = execute_cells(read_notebook(exercise_nb(chapter)), timeout=180, cell_timeout=90,
-                            cwd=str(ROOT / "exercises"))
     ids = graded_ids(chapter)
-    assert {r.key for r in records} >= set(ids)
-    for r in records:
-        if r.key in ids:
-            assert r.status == "error" and r.message.startswith("NotImplementedError:"), r
-        else:
-            assert r.ok, r
+
+    def body(ns: dict) -> dict[str, str]:  # every graded cell's outcome; any other cell must run
+        outcomes = {}
+
+        def graded(c: NotebookNode) -> None:
+            try:
+                exec(compile(c.source, f"<cell {course.cell_key(c)}>", "exec"), ns)
+                outcomes[course.cell_key(c)] = "passed"
+            except Exception as e:
+                outcomes[course.cell_key(c)] = f"{type(e).__name__}: {e}"
+
+        exec_from(read_notebook(exercise_nb(chapter)), ns, graded=graded)
+        return outcomes
+
+    out = run_forked(solution_nb(chapter), read_notebook(exercise_nb(chapter)), body)
+    assert out.kind is None, out
+    assert set(out.value) == set(ids)
+    for key, outcome in out.value.items():
+        assert outcome.startswith("NotImplementedError:"), (key, outcome)
 
 
 @pytest.mark.slow
@@ -115,38 +114,50 @@ def test_nbval_self_check_reports_each_unfinished_exercise(chapter: str) -> None
     assert f"{len(graded_ids(chapter))} failed" in proc.stdout and "NotImplementedError" in proc.stdout
 
 
+# The solved copy and each planted mistake run in a forked child of this process, on top of the
+# chapter's setup cells executed once (course_helpers.run_forked): the same code as a fresh run,
+# without re-running each chapter's experiments once per planted mistake.
+@pytest.mark.slow
 @pytest.mark.parametrize("chapter", CHAPTERS)
-def test_the_solved_student_copy_passes_in_process(chapter: str, pristine_checks: None) -> None:
-    nb = solved(chapter)
-    for grade_id in graded_ids(chapter):
-        ns = run_in_process(nb, grade_id)
-        exec(cell(read_notebook(solution_nb(chapter)), grade_id).source, ns)  # visible checks and hidden tests
+def test_the_solved_student_copy_passes_in_process(chapter: str) -> None:
+    solution = read_notebook(solution_nb(chapter))
+    graded = lambda c: cell(solution, course.cell_key(c)).source  # noqa: E731  visible checks + hidden tests
+    out = run_forked(solution_nb(chapter), solved(chapter), lambda ns: exec_from(solved(chapter), ns, graded=graded))
+    assert out.kind is None, out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("chapter,grade_id,key,old,new", PLANTED, ids=PLANTED_IDS)
-def test_planted_mistakes_fail_the_visible_check(chapter: str, grade_id: str, key: str, old: str, new: str,
-                                                 pristine_checks: None) -> None:
+def test_planted_mistakes_fail_the_visible_check(chapter: str, grade_id: str, key: str, old: str,
+                                                 new: str) -> None:
     nb = replace(solved(chapter), key, old, new)
-    ns = run_in_process(nb, grade_id)
-    with pytest.raises(AssertionError) as info:
+
+    def body(ns: dict) -> None:
+        exec_from(nb, ns, upto=grade_id)
         exec(cell(nb, grade_id).source, ns)
-    assert type(info.value).__name__ == "CheckFailed" and "hint:" in str(info.value)
+
+    out = run_forked(solution_nb(chapter), nb, body)
+    assert out.assertion and out.kind == "CheckFailed" and "hint:" in out.message, out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("chapter,grade_id,key,old,new", PLANTED, ids=PLANTED_IDS)
 def test_planted_mistakes_fail_the_plain_hidden_asserts_even_with_every_check_defeated(
-        chapter: str, grade_id: str, key: str, old: str, new: str, pristine_checks: None,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        chapter: str, grade_id: str, key: str, old: str, new: str) -> None:
     nb = replace(solved(chapter), key, old, new)
-    ns = run_in_process(nb, grade_id)
-    for module in {lrkit.checks, checks_module(chapter)}:
-        for name in dir(module):
-            if name.startswith("check_"):
-                monkeypatch.setattr(module, name, lambda *args, **kwargs: None)
-    monkeypatch.setattr(importlib, "reload", lambda module: module)  # the hidden tests' reload is defeated too
-    with pytest.raises(Exception) as info:  # a plain assert, or the learner's own error on the hand example
+
+    def body(ns: dict) -> None:
+        exec_from(nb, ns, upto=grade_id)
+        for module in {lrkit.checks, checks_module(chapter)}:
+            for name in dir(module):
+                if name.startswith("check_"):
+                    setattr(module, name, lambda *args, **kwargs: None)
+        importlib.reload = lambda module: module  # the hidden tests' reload is defeated too (in the child)
         exec(cell(read_notebook(solution_nb(chapter)), grade_id).source, ns)
-    assert isinstance(info.value, (AssertionError, RuntimeError)) and type(info.value).__name__ != "CheckFailed"
+
+    out = run_forked(solution_nb(chapter), nb, body)
+    # a plain assert, or the learner's own error on the hand example
+    assert out.kind is not None and (out.assertion or out.runtime) and out.kind != "CheckFailed", out
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS)
