@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -143,3 +145,46 @@ def test_live_controls_start_at_draws_defaults() -> None:
 
     panel = explore_live(draw_d, {"rank": [1, 2, 4, 8], "rule": ["alpha/r", "alpha/sqrt(r)"]})
     assert panel.children[1].value == 4 and panel.children[2].value == "alpha/sqrt(r)"
+
+
+# --------------------------------------------------------------------------- the lessons' Explore sections
+
+LESSONS = sorted((Path(__file__).resolve().parents[1] / "lessons").glob("*.ipynb"))
+
+
+def _cells(path: Path) -> list[dict]:
+    return json.loads(path.read_text(encoding="utf-8"))["cells"]
+
+
+def _src(cell: dict) -> str:
+    return "".join(cell["source"])
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.stem)
+def test_every_lesson_explores_with_a_static_player_then_live_controls(path: Path) -> None:
+    """The pattern of issue 19: prose with a numref and the kernel line, the precomputed player
+    (a numbered, captioned figure with alt text), then the live panel in its own cell."""
+    cells = _cells(path)
+    static = [i for i, c in enumerate(cells)
+              if c["cell_type"] == "code" and re.search(r"^explore\(", _src(c), re.M)]
+    live = [i for i, c in enumerate(cells)
+            if c["cell_type"] == "code" and re.search(r"^explore_live\(", _src(c), re.M)]
+    assert len(static) == 1 and live == [static[0] + 1], \
+        f"{path.name}: one explore(...) cell, then one explore_live(...) cell (got {static}, {live})"
+    meta = cells[static[0]]["metadata"]
+    figure = meta.get("mystnb", {}).get("figure", {})
+    assert re.fullmatch(r"fig-0?\d+-explore", figure.get("name", "")), figure
+    assert "slider needs no kernel" in figure.get("caption", ""), figure
+    assert len(meta.get("image", {}).get("alt", "")) >= 10
+    assert "mystnb" not in cells[live[0]]["metadata"], "the live cell must not carry the figure label"
+    prose = _src(cells[static[0] - 1])
+    assert "## Explore" in prose and f"{{numref}}`{figure['name']}`" in prose
+    assert "running kernel" in prose, f"{path.name}: say that the live controls need a running kernel"
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.stem)
+def test_no_lesson_draws_with_interact(path: Path) -> None:
+    """widgets.interact draws on creation: a second, unlabelled figure in the built book."""
+    for i, c in enumerate(_cells(path)):
+        if c["cell_type"] == "code":
+            assert not re.search(r"\binteract(_manual)?\(", _src(c)), f"{path.name}, cell {i}"
