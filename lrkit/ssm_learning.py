@@ -108,7 +108,7 @@ def train_ssm(u: torch.Tensor, y: torch.Tensor, A: torch.Tensor, B0: torch.Tenso
     for row in A:
         check_ssm_params(row, row, row)  # stability and finiteness of every pole
     dev = u.device
-    B, C = (to_device_dtype(p, dev).clone() for p in (B, C))
+    B, C = (to_device_dtype(p, dev, u.dtype).clone() for p in (B, C))  # u: float_dtype(dev), by _pair
     filt = {p: filtered_input(p, u, periodic) for p in sorted(set(A.flatten().tolist()))}
     z = torch.stack([torch.stack([filt[float(p)] for p in row]) for row in A])  # (K, N, M, L)
     prods, losses, B, C, div = _descend(z, y, B, C, lr, steps, record_every, freeze_C)

@@ -48,11 +48,11 @@ def _poles(a: Poles, device: torch.device, name: str = "a") -> torch.Tensor:
     t = _cpu64(a)
     if not torch.isfinite(t).all() or bool((t.abs() >= 1).any()):
         raise ValueError(f"{name} must hold real poles with |a| < 1, got {a!r}")
-    return to_device_dtype(t, device)
+    return to_device_dtype(t, device, float_dtype(device))
 
 
 def _gains(w: Poles, device: torch.device) -> torch.Tensor:
-    return to_device_dtype(_cpu64(w), device)
+    return to_device_dtype(_cpu64(w), device, float_dtype(device))
 
 
 def _cpu64(x: Poles) -> torch.Tensor:
