@@ -4,9 +4,11 @@
   a learner's function with lrkit's reference on a few cases and names known mistakes; failures
   raise :class:`CheckFailed` (an ``AssertionError``) whose message shows the input, the expected
   and the actual value and a hint; a stub's ``NotImplementedError`` passes through untouched.
-* one module per chapter: :mod:`~lrkit.checks.lora` (Chapter 1), ``deep_linear`` (2), ``ssm`` (3),
-  ``sensing`` (4), ``lora_init`` (5), ``lora_plus`` (6), ``rf`` (7). A lesson or exercise imports
-  its own, e.g. ``from lrkit.checks import lora as checks``.
+* one module per chapter, named like its lesson: :mod:`~lrkit.checks.lora` (Chapter 1),
+  ``deep_linear`` (2), ``ssm`` (3), ``matrix_sensing`` (4), ``lora_init`` (5, with ``lora_init_terms``),
+  ``lora_plus`` (6, with ``lora_plus_ratio``), ``random_features`` (7), ``lora_forgetting`` (8),
+  ``beyond_kernels`` (9), ``lora_variants`` (10). A lesson or exercise imports its own, e.g.
+  ``from lrkit.checks import lora as checks``.
 
 The names below stay importable from ``lrkit.checks`` itself (earlier notebooks use them).
 """
