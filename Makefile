@@ -41,17 +41,13 @@ unit: $(STAMP)
 test-fast: $(STAMP)
 	$(PYTEST) -m "not slow" tests
 
-# Lint and types (CI runs both): ruff with pyproject's configuration over the code and tests;
-# mypy (strict, see pyproject) on the core modules every chapter stands on (gating), then a report of the
-# whole package (not yet clean: see `make types`).
-CORE := lrkit/lora.py lrkit/init.py lrkit/env.py lrkit/claims.py lrkit/claims_ledger.py lrkit/book.py \
-        lrkit/fit.py lrkit/_validate.py lrkit/runs.py
+# Lint and types (CI runs both, and both gate): ruff with pyproject's configuration over the code
+# and tests; mypy --strict over the whole package (pyproject's [tool.mypy]).
 lint: $(STAMP)
 	$(PY) -m ruff check lrkit tests bench
-	$(PY) -m mypy --follow-imports=silent $(CORE)
-
-types: $(STAMP)
 	$(PY) -m mypy lrkit
+
+types: lint
 
 # Lessons under nbval. Solutions run in tests/test_exercises.py (their setup once, each exercise
 # in a forked child), exercises as handed out there too: every notebook executes once in `make test`.

@@ -198,7 +198,7 @@ CHAPTERS: dict[str, tuple[str, int, Planted]] = {
     "05_lora_init": ("lrkit.checks.lora_init", 11, PLANTED_05),
     "06_lora_plus": ("lrkit.checks.lora_plus", 9, PLANTED_06),
     "07_random_features": ("lrkit.checks.random_features", 10, PLANTED_07),
-    "08_lora_forgetting": ("lrkit.checks.forgetting", 10, PLANTED_08),
+    "08_lora_forgetting": ("lrkit.checks.lora_forgetting", 10, PLANTED_08),
     "09_beyond_kernels": ("lrkit.checks.beyond_kernels", 12, PLANTED_09),
     "10_lora_variants": ("lrkit.checks.lora_variants", 9, PLANTED_10),
 }
