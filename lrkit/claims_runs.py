@@ -22,6 +22,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -52,17 +53,23 @@ def execute_notebook(path: str | Path, timeout: int = 1200) -> dict[str, Any]:
     """Execute one notebook in this process's environment; report time and the cells that raised."""
     import nbclient
     import nbformat
+    from jupyter_client.manager import KernelManager
 
     path = Path(path)
     nb = nbformat.read(path, as_version=4)  # type: ignore[no-untyped-call]
-    client = nbclient.NotebookClient(nb, timeout=timeout, allow_errors=True, kernel_name="python3",
-                                     resources={"metadata": {"path": str(path.parent)}})
     start = time.perf_counter()
-    try:
-        client.execute()
-        crash = ""
-    except Exception as err:
-        crash = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+    # The kernel talks over Unix sockets in a private folder, not TCP ports: two runners starting
+    # kernels at the same moment cannot pick the same free port (a race that left a runner waiting
+    # forever on a reply that went to the other kernel).
+    with tempfile.TemporaryDirectory(prefix="lrkit-kernel-") as sockets:
+        km = KernelManager(kernel_name="python3", transport="ipc", ip=str(Path(sockets) / "kernel"))
+        client = nbclient.NotebookClient(nb, km=km, timeout=timeout, allow_errors=True,
+                                         resources={"metadata": {"path": str(path.parent)}})
+        try:
+            client.execute()
+            crash = ""
+        except Exception as err:
+            crash = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
     seconds = time.perf_counter() - start
     errors = [f"cell {i}: {o.get('ename')}: {str(o.get('evalue', ''))[:300]}"
               for i, c in enumerate(nb.cells) if c.cell_type == "code"
@@ -70,9 +77,16 @@ def execute_notebook(path: str | Path, timeout: int = 1200) -> dict[str, Any]:
     return {"lesson": path.stem, "seconds": round(seconds, 2), "errors": errors + ([crash] if crash else [])}
 
 
-def _run_one(path: Path, env: dict[str, str], timeout: int) -> dict[str, Any]:
+def _run_one(path: Path, env: dict[str, str], timeout: int, attempts: int = 2) -> dict[str, Any]:
+    """Run one lesson in a fresh process; a run past ``4 * timeout`` seconds is killed and retried once."""
     cmd = [sys.executable, "-m", "lrkit.claims_runs", "execute", str(path), "--timeout", str(timeout)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    try:
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=4 * timeout,
+                              start_new_session=True)
+    except subprocess.TimeoutExpired:
+        if attempts > 1:
+            return _run_one(path, env, timeout, attempts - 1)
+        return {"lesson": path.stem, "seconds": None, "errors": [f"runner timed out twice ({4 * timeout} s)"]}
     try:
         result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
         return result
