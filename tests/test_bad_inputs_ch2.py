@@ -10,6 +10,8 @@ import torch
 
 from lrkit import deep_linear as dl
 
+pytestmark = pytest.mark.ch02  # tests/conftest.py marks by file name; this file is Chapter 2's too
+
 
 def target() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return dl.mode_target([1.0, 0.5], seed=0)

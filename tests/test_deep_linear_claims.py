@@ -18,6 +18,8 @@ import lrkit
 from lrkit import deep_linear as dl
 from lrkit.fit import fit_power_law
 
+pytestmark = pytest.mark.ch02  # tests/conftest.py marks by file name; this file is Chapter 2's too
+
 S = torch.tensor([5.0, 2.0, 1.0], dtype=torch.float64)
 
 

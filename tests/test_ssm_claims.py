@@ -13,6 +13,8 @@ from lrkit import deep_linear as dl
 from lrkit import ssm
 from lrkit.fit import fit_power_law
 
+pytestmark = pytest.mark.ch03  # tests/conftest.py marks by file name; this file is Chapter 3's too
+
 F64 = dict(dtype=torch.float64)
 TEACHER = (torch.tensor([0.5], **F64), torch.ones(1, **F64), torch.tensor([1.5], **F64))
 
