@@ -112,7 +112,11 @@ def check_seed(value: object, name: str = "seed") -> int:
 
 def check_device(device: object, name: str = "device") -> torch.device:
     """``device`` (a string or ``torch.device``) checked to be usable here, else a ``ValueError``
-    that names the argument (torch itself says "Torch not compiled with CUDA enabled")."""
+    that names the argument and the allowed devices (torch itself says "Torch not compiled with
+    CUDA enabled"). ``None`` means :func:`lrkit.get_device`. ``'meta'`` is refused: every lrkit
+    function that takes a device computes numbers (losses, divergence, eigenvalues), which a
+    meta tensor does not have; a shape-only pass would fail later, deep inside, with torch's
+    message instead of this one."""
     if device is None:
         from .env import get_device
 
@@ -123,9 +127,12 @@ def check_device(device: object, name: str = "device") -> torch.device:
     except (RuntimeError, TypeError) as err:
         raise ValueError(f"{name} must be a torch device such as 'cpu', 'cuda' or 'mps', got {device!r}") from err
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"{name}={device!r} but torch.cuda.is_available() is False on this machine")
+        raise ValueError(f"{name}={device!r} but torch.cuda.is_available() is False on this machine: "
+                         f"use 'cpu', or None for lrkit.get_device()")
     if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise ValueError(f"{name}={device!r} but the MPS backend is not available on this machine")
+        raise ValueError(f"{name}={device!r} but the MPS backend is not available on this machine: "
+                         f"use 'cpu', or None for lrkit.get_device()")
     if dev.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"{name} must be on 'cpu', 'cuda' or 'mps', got {device!r}")
+        why = " (a 'meta' tensor has shapes but no numbers to compute with)" if dev.type == "meta" else ""
+        raise ValueError(f"{name} must be 'cpu', 'cuda' (or 'cuda:N') or 'mps', got {device!r}{why}")
     return dev

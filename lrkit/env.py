@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from ._validate import check_seed
 
-__all__ = ["DEVICES", "SCALES", "by_scale", "complex_dtype", "describe_env", "few_threads", "float_dtype",
+__all__ = ["DEVICES", "SCALES", "by_scale", "complex_dtype", "cpu_on_mps", "describe_env", "few_threads", "float_dtype",
            "generator", "cpu_seeded", "get_device", "get_scale", "get_seed", "resolve_scale", "seed_everything",
            "to_device_dtype"]
 
@@ -87,6 +87,22 @@ def to_device_dtype(tensor: torch.Tensor, device: torch.device | str | None = No
     if tensor.device.type == "cpu":
         return tensor.to(want).to(dev)
     return tensor.to(dev).to(want)
+
+
+def cpu_on_mps(fn: Callable[..., Any], *tensors: torch.Tensor) -> Any:
+    """``fn(*tensors)``; on MPS it runs on the CPU and its tensor results come back to MPS.
+
+    For the decompositions (``torch.linalg.eigh``, ``svd``, ``svdvals``) that torch's MPS backend
+    may lack. Elsewhere ``fn`` runs where the tensors are, unchanged. Not for a per-step loop:
+    each call on MPS copies to the host and back.
+    """
+    dev = tensors[0].device if tensors else torch.device("cpu")
+    if dev.type != "mps":
+        return fn(*tensors)
+    out = fn(*(t.cpu() for t in tensors))
+    if isinstance(out, torch.Tensor):
+        return out.to(dev)
+    return type(out)(*(o.to(dev) for o in out)) if hasattr(out, "_fields") else tuple(o.to(dev) for o in out)
 
 
 def get_scale() -> Scale:

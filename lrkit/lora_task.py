@@ -18,9 +18,9 @@ loss, so only the LoRA branch ``s B A z`` is simulated. With ``Z`` (N, n) the sa
 (i) The samples span only ``m = rank(Z) <= d`` directions: with the thin SVD ``Z = U S V^T``
 the "virtual samples" ``Zr = S V^T`` (m, n) and targets ``Yr = Y U`` (n, m) give the same
 loss and gradients. (ii) Sufficient statistics: ``||E||^2 = s^2 <B^T B, P P^T> - 2 s <B^T Yr, P>
-+ ||Yr||^2`` (the small ``r x r`` and ``r x m`` products in float64), ``E P^T = s B (P P^T) -
-Yr P^T`` and ``B^T E = s (B^T B) P - B^T Yr``. A step costs a few batched products of
-size ``K r n m`` (:func:`lrkit.sweep.run_lora_sweep`).
++ ||Yr||^2`` (the small ``r x r`` and ``r x m`` products in :func:`lrkit.env.float_dtype`:
+float64, float32 on MPS), ``E P^T = s B (P P^T) - Yr P^T`` and ``B^T E = s (B^T B) P - B^T Yr``.
+A step costs a few batched products of size ``K r n m`` (:func:`lrkit.sweep.run_lora_sweep`).
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ._validate import positive_int
-from .env import generator, get_device
+from ._validate import check_device, positive_int
+from .env import generator
 
 __all__ = ["LoRATask", "lora_task"]
 
@@ -62,7 +62,11 @@ class LoRATask:
 
 def lora_task(width: int, d: int = 16, samples: int = 32, teacher_rank: int = 2, seed: int = 0,
               device: torch.device | str | None = None) -> LoRATask:
-    """The task of the module docstring at width ``n = width``, drawn from ``seed``."""
+    """The task of the module docstring at width ``n = width``, drawn from ``seed``.
+
+    Drawn and reduced on the CPU (the SVD in float64), then moved to ``device`` in float32, so a
+    seed gives the same task on every device.
+    """
     n, d = positive_int(width, "width"), positive_int(d, "d")
     N, k = positive_int(samples, "samples"), positive_int(teacher_rank, "teacher_rank")
     if k > min(n, d):
@@ -73,7 +77,7 @@ def lora_task(width: int, d: int = 16, samples: int = 32, teacher_rank: int = 2,
     w_in = torch.randn(n, d, generator=g) / math.sqrt(d)
     U = torch.randn(n, k, generator=g)
     V = torch.randn(n, k, generator=g) / math.sqrt(n)
-    dev = get_device() if device is None else torch.device(device)
+    dev = check_device(device)
     Z = x @ w_in.T
     teacher = U @ V.T
     Y = teacher @ Z.T

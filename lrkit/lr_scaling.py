@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from ._validate import as_real
+from .env import float_dtype, to_device_dtype
 
 __all__ = ["largest_stable_lr", "best_lr", "best_pair", "best_eta_A_per_eta_B",
            "near_optimal_centre", "steps_to_reach", "feature_rms", "step_terms"]
@@ -166,12 +167,16 @@ def steps_to_reach(curve: Sequence[float] | np.ndarray, target: float) -> int | 
 # --------------------------------------------------------------------------- per-step terms
 
 
-def _batched(x: torch.Tensor, name: str, ndim: int = 3) -> torch.Tensor:
+def _batched(x: torch.Tensor, name: str, ndim: int = 3, like: torch.Tensor | None = None) -> torch.Tensor:
+    """``x`` checked, in :func:`lrkit.env.float_dtype` of its device (float64; float32 on MPS), or on
+    the device and in the dtype of ``like``."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.ndim != ndim:
         raise ValueError(f"{name} must have {ndim} dimensions (K, ., .), got shape {tuple(x.shape)}")
-    return x.double()
+    if like is None:
+        return to_device_dtype(x, x.device, float_dtype(x.device))
+    return to_device_dtype(x, like.device, like.dtype)
 
 
 def feature_rms(A: torch.Tensor, Z: torch.Tensor) -> torch.Tensor:
@@ -180,7 +185,7 @@ def feature_rms(A: torch.Tensor, Z: torch.Tensor) -> torch.Tensor:
     ``A`` (K, r, n), ``Z`` (N, n) the samples (rows ``z_j``).
     """
     A = _batched(A, "A")
-    Zt = _batched(Z, "Z", ndim=2).to(A.device).T
+    Zt = _batched(Z, "Z", ndim=2, like=A).T
     if A.shape[2] != Zt.shape[0]:
         raise ValueError(f"A (K, r, n) and Z (N, n) must share n, got {tuple(A.shape)}, "
                          f"{tuple(Z.shape)}")
@@ -194,16 +199,17 @@ def step_terms(Z: torch.Tensor, A: torch.Tensor, B: torch.Tensor, A_next: torch.
     ``A``, ``A_next`` (K, r, n); ``B``, ``B_next`` (K, n, r); ``Z`` (N, n). Returns
     ``{"delta1", "delta2", "delta3", "Z_A"}``, each (K,): the rms over outputs and samples
     of ``s B dA z``, ``s dB A z`` and ``s dB dA z`` (module docstring), and
-    :func:`feature_rms` of ``A``. Their sum is exactly the change of ``s B A z``.
+    :func:`feature_rms` of ``A``. Their sum is exactly the change of ``s B A z``. Computed on
+    ``A``'s device in :func:`lrkit.env.float_dtype` (float64; float32 on MPS).
     """
-    A, A_next = _batched(A, "A"), _batched(A_next, "A_next")
-    B, B_next = _batched(B, "B"), _batched(B_next, "B_next")
+    A = _batched(A, "A")
+    A_next, B, B_next = (_batched(x, name, like=A) for x, name in ((A_next, "A_next"), (B, "B"), (B_next, "B_next")))
     K, r, n = A.shape
     if A_next.shape != A.shape or B.shape != (K, n, r) or B_next.shape != B.shape:
         raise ValueError(f"A, A_next must be (K, r, n) and B, B_next (K, n, r) with matching "
                          f"sizes, got {tuple(A.shape)}, {tuple(A_next.shape)}, "
                          f"{tuple(B.shape)}, {tuple(B_next.shape)}")
-    Zt = _batched(Z, "Z", ndim=2).to(A.device).T
+    Zt = _batched(Z, "Z", ndim=2, like=A).T
     if Zt.shape[0] != A.shape[2]:
         raise ValueError(f"Z must be (N, n) with n = {A.shape[2]}, got {tuple(Z.shape)}")
     za, dza = A @ Zt, (A_next - A) @ Zt                    # (K, r, N)

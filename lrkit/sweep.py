@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from ._validate import blowup_factor, broadcast, check_seed, positive_float, positive_int
-from .env import few_threads, get_scale
+from .env import few_threads, float_dtype, get_scale
 from .fit import ExponentFit, fit_power_law
 from .init import INIT_SCHEMES, init_lora_
 from .lora_task import LoRATask, lora_task
@@ -216,9 +216,10 @@ def _train(task: LoRATask, etas_A: list[float], etas_B: list[float], inits: list
     """The training loop of :func:`run_lora_sweep` (arguments already checked)."""
     K, n, N = len(etas_A), task.width, task.samples
     dev = task.Z.device
+    wide = float_dtype(dev)                            # the r x r and r x m statistics: float64 (MPS: float32)
     Zr, Yr = task.Zr, task.Yr
     Zrt = Zr.T.contiguous()                            # (n, m)
-    Yr64 = Yr.double()
+    Yr64 = Yr.to(wide)
     y2 = Yr64.square().sum()
     A, B = init_factors(inits, seeds, rank, n, scaling, dev)
     lr_A = torch.tensor(etas_A, device=dev)
@@ -235,7 +236,7 @@ def _train(task: LoRATask, etas_A: list[float], etas_B: list[float], inits: list
         if t in keep:
             shots[t] = (A.cpu().clone(), B.cpu().clone())
         P = A @ Zrt                                       # (K, r, m): the LoRA feature A z
-        Bt, Pd = B.transpose(1, 2).double(), P.double()
+        Bt, Pd = B.transpose(1, 2).to(wide), P.to(wide)
         G = Bt @ Bt.transpose(1, 2)                       # (K, r, r)  B^T B
         PPt = Pd @ Pd.transpose(1, 2)                     # (K, r, r)  P P^T
         BtY = Bt @ Yr64                                   # (K, r, m)  B^T Yr

@@ -67,3 +67,31 @@ def test_resolve_scale_and_generator() -> None:
     assert torch.equal(torch.randn(3, generator=generator(5)), torch.randn(3, generator=generator(5)))
     with pytest.raises(ValueError, match="seed must be a non-negative int"):
         generator(-2)
+
+
+def test_cpu_on_mps_runs_where_the_tensors_are_and_brings_results_back() -> None:
+    from lrkit.env import cpu_on_mps
+
+    x = torch.randn(4, 4, dtype=torch.float64)
+    x = x + x.T
+    s, U = cpu_on_mps(torch.linalg.eigh, x)  # on the CPU: fn itself, unchanged
+    assert torch.equal(s, torch.linalg.eigh(x).eigenvalues)
+
+    class OnMps:  # a stand-in for an MPS tensor: records where its results are sent
+        device = torch.device("mps")
+
+        def cpu(self) -> torch.Tensor:
+            return x
+
+    sent: list[str] = []
+
+    class Back:
+        def __init__(self, t: torch.Tensor) -> None:
+            self.t = t
+
+        def to(self, dev: torch.device) -> str:
+            sent.append(dev.type)
+            return "moved"
+
+    out = cpu_on_mps(lambda t: (Back(t.sum()), Back(t.mean())), OnMps())  # type: ignore[arg-type]
+    assert out == ("moved", "moved") and sent == ["mps", "mps"]

@@ -1,8 +1,10 @@
-"""Inputs of the random-feature chapter: experiment sizes, power-law tasks, argument checks (Chapter 7).
+"""Inputs of the random-feature chapter: power-law tasks, argument checks (Chapter 7).
 
 Every solver and simulation of :mod:`lrkit.rf` takes a task ``(eigvals, coeffs)`` (shape
 ``(M,)``, ``M`` modes) and counts or ridges that broadcast; the checks here turn them into
-float64 CPU tensors and raise ``TypeError``/``ValueError`` naming the argument.
+float64 CPU tensors (a tensor on any device, MPS's float32 included, is copied to the CPU
+first) and raise ``TypeError``/``ValueError`` naming the argument. The experiment sizes live in
+the lesson's sizes cell.
 """
 
 from __future__ import annotations
@@ -13,33 +15,14 @@ from typing import Any
 
 import torch
 
-from .._validate import positive_int
-from ..env import get_device, resolve_scale
+from .._validate import check_device, positive_int
+from ..env import float_dtype, to_device_dtype
 
 Number = int | float
 ArrayLike = Number | Sequence[Number] | torch.Tensor
 
-__all__ = ["Number", "ArrayLike", "sizes", "power_law_task", "as_tensor", "check_task", "check_count",
+__all__ = ["Number", "ArrayLike", "power_law_task", "as_tensor", "check_task", "check_count",
            "check_nonneg", "check_sizes", "check_task_coeffs"]
-
-
-def sizes(scale: str | None = None) -> dict[str, object]:
-    """Experiment sizes for ``scale`` (default :func:`lrkit.get_scale`).
-
-    ``small`` follows our CPU calibration (4000 modes, n = 128, 10 trials); ``full`` is the
-    paper's synthetic setting (10 000 modes, n = 256, k up to 10^4), for a GPU.
-    """
-    scale = resolve_scale(scale)
-    if scale == "small":
-        return dict(modes=4000, n=128, trials=10, ks=(16, 32, 64, 96, 112, 128, 144, 176, 256, 512, 1024),
-                    k_fixed=256, ns=(16, 32, 64, 128, 192, 224, 256, 288, 320, 512), opt_ks=(16, 64, 128, 256, 1024),
-                    opt_ns=(32, 64, 128, 256, 512), pool=1000, pool_dim=8, pool_n=128,
-                    pool_ks=(32, 64, 128, 256, 512, 1024))
-    return dict(modes=10000, n=256, trials=10,
-                ks=(16, 32, 64, 128, 192, 224, 256, 288, 320, 512, 1024, 2048, 4096, 10000),
-                k_fixed=256, ns=(16, 32, 64, 128, 192, 224, 256, 288, 320, 512, 1024, 2048),
-                opt_ks=(16, 64, 256, 1024, 4096), opt_ns=(64, 128, 256, 512, 1024, 2048),
-                pool=4000, pool_dim=16, pool_n=256, pool_ks=(64, 128, 256, 512, 1024, 2048, 4096))
 
 
 # --------------------------------------------------------------------------- input checks
@@ -48,6 +31,8 @@ def sizes(scale: str | None = None) -> dict[str, object]:
 def as_tensor(x: ArrayLike, name: str) -> torch.Tensor:
     if isinstance(x, bool):
         raise TypeError(f"{name} must be a number, a sequence of numbers or a tensor, got bool")
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu()  # to the CPU first: float64 does not exist on MPS
     try:
         t = torch.as_tensor(x, dtype=torch.float64)
     except (TypeError, ValueError, RuntimeError) as e:
@@ -122,8 +107,10 @@ def power_law_task(modes: int, p: float, q: float, device: torch.device | str | 
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """``lambda_i = i^-p`` and ``v_i = sqrt(i^-q)`` normalised to ``||v|| = 1``, ``i = 1..modes``.
 
-    The paper's exponents ``alpha, beta`` are our ``p, q``. Returns float64 tensors of shape
-    ``(modes,)``; the noiseless test MSE of the zero predictor is ``||v||^2 = 1``.
+    The paper's exponents ``alpha, beta`` are our ``p, q``. Returns tensors of shape ``(modes,)``
+    on ``device`` (default :func:`lrkit.get_device`), computed in float64 on the CPU and stored in
+    :func:`lrkit.env.float_dtype` (float32 on MPS); the noiseless test MSE of the zero predictor
+    is ``||v||^2 = 1``.
     """
     positive_int(modes, "modes")
     for name, value in (("p", p), ("q", q)):
@@ -131,6 +118,7 @@ def power_law_task(modes: int, p: float, q: float, device: torch.device | str | 
             raise ValueError(f"{name} must be a positive finite exponent, got {value!r}")
     i = torch.arange(1, modes + 1, dtype=torch.float64)
     lam, v = i ** (-float(p)), i ** (-float(q) / 2)
-    dev = get_device() if device is None else torch.device(device)
-    return lam.to(dev), (v / v.norm()).to(dev)
+    dev = check_device(device)
+    wide = float_dtype(dev)
+    return to_device_dtype(lam, dev, wide), to_device_dtype(v / v.norm(), dev, wide)
 

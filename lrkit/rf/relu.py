@@ -4,17 +4,20 @@
 arc-cosine kernel (:func:`relu_kernel`); :func:`eigenstructure` turns a kernel matrix on a finite
 pool of points and a target into ``(lambda_i, v_i)`` for the theory, and :func:`simulate_pool`
 runs the matching experiment (train on ``n`` points of the pool, test on the whole pool).
+Inputs are drawn on the CPU in float64; the algebra runs on the inputs' device in
+:func:`lrkit.env.float_dtype` (float32 on MPS); results come back to the CPU in float64.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
 from .._validate import positive_int
-from ..env import generator
+from ..env import cpu_on_mps, float_dtype, generator, to_device_dtype
 from .inputs import ArrayLike, Number, check_nonneg, check_sizes
 from .simulate import SimResult, ridge_path
 
@@ -32,8 +35,9 @@ def relu_features(x: torch.Tensor, k: int, seed: int = 0, weights: torch.Tensor 
                          f"{'' if not isinstance(x, torch.Tensor) else ' of shape ' + str(tuple(x.shape))}")
     positive_int(k, "k")
     d = x.shape[1]
-    if weights is None:
-        weights = torch.randn(k, d, generator=generator(seed), dtype=torch.float64).to(x.device)
+    if weights is None:  # drawn on the CPU in float64, used in float_dtype of x's device
+        weights = to_device_dtype(torch.randn(k, d, generator=generator(seed), dtype=torch.float64), x.device,
+                                  float_dtype(x.device))
     if weights.shape != (k, d):
         raise ValueError(f"weights must have shape (k, d) = {(k, d)}, got {tuple(weights.shape)}")
     phi: torch.Tensor = torch.relu(x.to(weights) @ weights.T / math.sqrt(d)) / math.sqrt(k)
@@ -48,9 +52,11 @@ def relu_kernel(x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
     if not (isinstance(x1, torch.Tensor) and isinstance(x2, torch.Tensor)) or x1.ndim != 2 or x2.ndim != 2 \
             or x1.shape[1] != x2.shape[1]:
         raise ValueError("x1 and x2 must be 2-D tensors (N1, d) and (N2, d) with the same d")
-    x1, x2 = x1.double(), x2.double()
+    x1 = to_device_dtype(x1, x1.device, float_dtype(x1.device))  # float64; float32 on MPS
+    x2 = to_device_dtype(x2, x1.device, x1.dtype)
     n1, n2 = x1.norm(dim=1, keepdim=True), x2.norm(dim=1, keepdim=True)
-    cos = ((x1 @ x2.T) / (n1 * n2.T).clamp(min=1e-300)).clamp(-1, 1)
+    tiny = max(1e-300, torch.finfo(x1.dtype).tiny)
+    cos = ((x1 @ x2.T) / (n1 * n2.T).clamp(min=tiny)).clamp(-1, 1)
     t = torch.arccos(cos)
     K: torch.Tensor = n1 * n2.T * (torch.sin(t) + (math.pi - t) * cos) / (2 * math.pi * x1.shape[1])
     return K
@@ -72,10 +78,12 @@ def eigenstructure(K: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torc
     if not (bool(torch.isfinite(K).all()) and bool(torch.isfinite(y).all())):
         raise ValueError("K and y must be finite (found NaN or inf)")
     N = K.shape[0]
-    s, U = torch.linalg.eigh(K.double())
+    K = to_device_dtype(K, K.device, float_dtype(K.device))  # float64; float32 on MPS
+    s, U = cpu_on_mps(torch.linalg.eigh, K)
     s, U = s.flip(0), U.flip(1)
-    keep = s > s[0] * N * torch.finfo(torch.float64).eps * 10
-    return (s[keep] / N).cpu(), ((U.T @ y.double()) / math.sqrt(N))[keep].cpu()
+    keep = s > s[0] * N * torch.finfo(K.dtype).eps * 10
+    v = (U.T @ to_device_dtype(y, K.device, K.dtype)) / math.sqrt(N)
+    return (s[keep] / N).cpu().double(), v[keep].cpu().double()
 
 
 def pool_task(size: int, dim: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -99,7 +107,9 @@ def simulate_pool(x: torch.Tensor, y: torch.Tensor, n: int, ks: Sequence[Number]
     """ReLU random-feature regression on a finite pool: train on ``n`` pool points drawn without
     replacement, test MSE over the whole pool (the population of :func:`eigenstructure`).
 
-    ``k = math.inf`` uses :func:`relu_kernel` itself. Shapes as in :class:`SimResult` (one ``n``).
+    ``k = math.inf`` uses :func:`relu_kernel` itself. Shapes as in :class:`SimResult` (one ``n``,
+    float64 on the CPU). The draws (subsets and weights) come from a CPU generator seeded ``seed``;
+    the algebra runs on ``x``'s device in :func:`lrkit.env.float_dtype` (float32 on MPS).
     """
     if not isinstance(x, torch.Tensor) or x.ndim != 2 or not isinstance(y, torch.Tensor) or y.shape != (x.shape[0],):
         raise ValueError("x must be (N, d) and y (N,) tensors")
@@ -108,26 +118,41 @@ def simulate_pool(x: torch.Tensor, y: torch.Tensor, n: int, ks: Sequence[Number]
         raise ValueError(f"n must be smaller than the pool ({x.shape[0]} points), got {n}")
     ks_l = check_sizes(ks, "ks", True)
     positive_int(trials, "trials")
-    grid = check_nonneg(ridges, "ridges").flatten().to(x.device)
+    dev = x.device
+    wide = float_dtype(dev)
+    grid = to_device_dtype(check_nonneg(ridges, "ridges").flatten(), dev, wide)
     gen = generator(seed)
-    x, y = x.double(), y.double()
     k_max = max([k for k in ks_l if not math.isinf(k)], default=0)
-    test = torch.empty(trials, 1, len(ks_l), grid.numel(), dtype=torch.float64)
+    subsets, weights = [], []
+    for _ in range(trials):  # every draw on the CPU, in the order of one trial after another
+        subsets.append(torch.randperm(x.shape[0], generator=gen)[:n])
+        if k_max:
+            weights.append(torch.randn(k_max, x.shape[1], generator=gen, dtype=torch.float64))
+    idx = torch.stack(subsets).to(dev)
+    W = to_device_dtype(torch.stack(weights), dev, wide) if k_max else None
+    test, train = _pool_trials(to_device_dtype(x, dev, wide), to_device_dtype(y, dev, wide), idx, W, ks_l, grid)
+    return SimResult([n], [float(k) for k in ks_l], grid.cpu().double(), test.double(), train.double())
+
+
+def _pool_trials(x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, W: torch.Tensor | None,
+                 ks_l: list[Any], grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The trials of :func:`simulate_pool` on the device: subsets ``idx (T, n)``, weights ``W (T, k_max, d)``;
+    returns ``(test, train)`` ``(T, 1, len(ks), R)`` copied to the CPU once, after the loop."""
+    trials = idx.shape[0]
+    test = torch.empty(trials, 1, len(ks_l), grid.numel(), dtype=x.dtype, device=x.device)
     train = torch.empty_like(test)
     Kfull = relu_kernel(x, x) if any(math.isinf(k) for k in ks_l) else None
     for t in range(trials):
-        idx = torch.randperm(x.shape[0], generator=gen)[:n].to(x.device)
-        W = torch.randn(k_max, x.shape[1], generator=gen, dtype=torch.float64).to(x.device) if k_max else None
         for j, k in enumerate(ks_l):
             if math.isinf(k):
                 assert Kfull is not None
-                Kp = Kfull[:, idx]  # (N, n)
+                Kp = Kfull[:, idx[t]]  # (N, n)
             else:
                 assert W is not None
-                Fk = relu_features(x, k, weights=W[:k])
-                Kp = Fk @ Fk[idx].T
-            a, tr = ridge_path(Kp[idx][None], y[idx][None], grid)
+                Fk = relu_features(x, k, weights=W[t, :k])
+                Kp = Fk @ Fk[idx[t]].T
+            a, tr = ridge_path(Kp[idx[t]][None], y[idx[t]][None], grid)
             pred = Kp @ a[0]  # (N, R)
-            test[t, 0, j] = ((pred - y[:, None]) ** 2).mean(0).cpu()
-            train[t, 0, j] = tr[0].cpu()
-    return SimResult([n], [float(k) for k in ks_l], grid.cpu(), test, train)
+            test[t, 0, j] = ((pred - y[:, None]) ** 2).mean(0)
+            train[t, 0, j] = tr[0]
+    return test.cpu(), train.cpu()

@@ -9,6 +9,8 @@ the ``n x n`` Gram matrix ``G = U diag(s) U^T`` costs one eigendecomposition for
 path (:func:`ridge_path`). Trials are a leading batch axis; nested sample sizes and feature
 counts reuse one draw per trial (the first ``n`` samples, the first ``k`` features), as in the
 authors' experiments. :func:`measured_learnabilities` measures ``E[beta_i] / v_i`` per mode.
+Random draws come from a CPU generator and are copied to the device, so a seed gives the same
+data on the CPU, CUDA and MPS; the device computes in :func:`lrkit.env.float_dtype`.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from .._validate import check_device, check_seed, positive_int
+from ..env import cpu_on_mps, float_dtype, generator, to_device_dtype
 from .inputs import ArrayLike, Number, check_nonneg, check_sizes, check_task, check_task_coeffs
 
 __all__ = ["SimResult", "ridge_path", "simulate", "measured_learnabilities", "familywise_z", "fit_random_features"]
@@ -52,7 +56,7 @@ def ridge_path(G: torch.Tensor, y: torch.Tensor, ridges: torch.Tensor) -> tuple[
     train MSE ``||delta (G + delta I)^+ y||^2 / n``: ``(T, R)``. At ``delta = 0`` the null space
     of ``G`` is handled as the limit ``delta -> 0+`` (pseudo-inverse, residual kept).
     """
-    s, U = torch.linalg.eigh(G)
+    s, U = cpu_on_mps(torch.linalg.eigh, G)  # MPS may lack eigh
     tol = s.amax(-1, keepdim=True).clamp(min=0) * G.shape[-1] * torch.finfo(G.dtype).eps * 10
     null = (s <= tol)[..., None]  # (T, n, 1)
     s = torch.where(null[..., 0], torch.zeros_like(s), s)[..., None]
@@ -73,9 +77,11 @@ def simulate(eigvals: ArrayLike, coeffs: ArrayLike, ns: Sequence[int] | int, ks:
 
     For each trial: ``X ~ N(0, I)`` of shape ``(max(ns), M)``, ``y = X v + sqrt(noise) eps``,
     ``W ~ N(0, I)`` of shape ``(max finite k, M)``; the first ``n`` samples and the first ``k``
-    features give every ``(n, k)``. Returns a :class:`SimResult` with exact population test MSE
-    (``||beta - v||^2 + noise``) and train MSE. Trials run as a batch, in chunks that keep
-    each batch near ``memory_mb``.
+    features give every ``(n, k)``. Returns a :class:`SimResult` (float64, CPU) with exact
+    population test MSE (``||beta - v||^2 + noise``) and train MSE. Trials run as a batch, in
+    chunks that keep each batch near ``memory_mb``. The draws come from a CPU generator seeded
+    ``seed`` (a seed gives the same data on every device); the algebra runs on ``device`` in
+    :func:`lrkit.env.float_dtype` (float64; float32 on MPS).
     """
     lam, v = check_task_coeffs(eigvals, coeffs)
     sigma2 = float(check_nonneg(noise, "noise"))
@@ -84,17 +90,26 @@ def simulate(eigvals: ArrayLike, coeffs: ArrayLike, ns: Sequence[int] | int, ks:
     grid = check_nonneg(ridges, "ridges").flatten()
     seed, memory_mb = check_seed(seed), positive_int(memory_mb, "memory_mb")
     dev = check_device(device)
-    lam, v, grid = lam.to(dev), v.to(dev), grid.to(dev)
+    wide = float_dtype(dev)
+    lam, v, grid = (to_device_dtype(t, dev, wide) for t in (lam, v, grid))
+    test, train = _simulate(lam, v, ns_l, ks_l, grid, trials, sigma2, generator(seed), memory_mb)
+    return SimResult(ns_l, [float(k) for k in ks_l], grid.cpu().double(), test.double(), train.double())
+
+
+def _simulate(lam: torch.Tensor, v: torch.Tensor, ns_l: list[int], ks_l: list[Any], grid: torch.Tensor,
+              trials: int, sigma2: float, gen: torch.Generator, memory_mb: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The trials of :func:`simulate` (arguments checked, task on its device): ``(test, train)`` copied to
+    the CPU once, after the loop, in the task's dtype."""
+    dev, wide = lam.device, lam.dtype
     M, n_max = lam.numel(), max(ns_l)
     finite = [k for k in ks_l if not math.isinf(k)]
     k_max = max(finite) if finite else 0
     per_trial = 8 * (k_max * M + 3 * n_max * M + n_max * max(k_max, 1) + 2 * n_max * n_max)
     chunk = max(1, min(trials, (memory_mb << 20) // max(per_trial, 1)))
-    gen = torch.Generator(device=dev).manual_seed(seed)
     sqrt_lam = lam.sqrt()
 
-    def normal(*shape: int) -> torch.Tensor:  # drawn in float32 (twice as fast), used in float64
-        return torch.randn(*shape, generator=gen, device=dev, dtype=torch.float32).to(torch.float64)
+    def normal(*shape: int) -> torch.Tensor:  # drawn on the CPU in float32 (twice as fast), used in `wide`
+        return torch.randn(*shape, generator=gen, dtype=torch.float32).to(dev).to(wide)
 
     tests, trains = [], []
     for start in range(0, trials, chunk):
@@ -103,7 +118,7 @@ def simulate(eigvals: ArrayLike, coeffs: ArrayLike, ns: Sequence[int] | int, ks:
         y = X @ v + math.sqrt(sigma2) * normal(T, n_max)
         B = normal(T, k_max, M) * sqrt_lam if k_max else None  # rows: W_j diag(lambda)^(1/2)
         Phi = X @ B.transpose(-1, -2) if B is not None else None  # (T, n_max, k_max), unscaled features
-        test = torch.empty(T, len(ns_l), len(ks_l), grid.numel(), dtype=torch.float64, device=dev)
+        test = torch.empty(T, len(ns_l), len(ks_l), grid.numel(), dtype=wide, device=dev)
         train = torch.empty_like(test)
         for j, k in enumerate(ks_l):
             if math.isinf(k):
@@ -123,10 +138,9 @@ def simulate(eigvals: ArrayLike, coeffs: ArrayLike, ns: Sequence[int] | int, ks:
                     beta = B[:, :k].transpose(-1, -2) @ theta / math.sqrt(k)
                 test[:, i, j] = ((beta - v[None, :, None]) ** 2).sum(-2) + sigma2
                 train[:, i, j] = tr
-        tests.append(test.cpu())
-        trains.append(train.cpu())
-    return SimResult(ns_l, [float(k) for k in ks_l], grid.cpu(), torch.cat(tests), torch.cat(trains))
-
+        tests.append(test)
+        trains.append(train)
+    return torch.cat(tests).cpu(), torch.cat(trains).cpu()
 
 
 def measured_learnabilities(eigvals: ArrayLike, n: int, ridge: float = 0.0, trials: int = 10, seed: int = 0,
@@ -137,24 +151,29 @@ def measured_learnabilities(eigvals: ArrayLike, n: int, ridge: float = 0.0, tria
     ``H = diag(lambda) X^T (X diag(lambda) X^T + ridge I)^+ X`` (``X ~ N(0, I)`` of shape ``(n, M)``).
     By the symmetry ``x_i -> -x_i``, ``E[H]`` is diagonal, so ``E[beta_i] = E[H_ii] v_i``: the
     measured learnability of mode ``i`` is ``E[H_ii]``, whatever the target. Returns two
-    ``(M,)`` float64 CPU tensors (the theory's ``L_i = lambda_i / (lambda_i + kappa)``).
+    ``(M,)`` float64 CPU tensors (the theory's ``L_i = lambda_i / (lambda_i + kappa)``). Draws
+    from a CPU generator seeded ``seed``, algebra on ``device`` as in :func:`simulate`.
     """
     lam, _ = check_task(eigvals)
     positive_int(n, "n")
     positive_int(trials, "trials")
     delta = float(check_nonneg(ridge, "ridge"))
     seed, dev = check_seed(seed), check_device(device)
-    lam = lam.to(dev)
-    gen = torch.Generator(device=dev).manual_seed(seed)
-    diags = []
-    for _ in range(trials):
-        X = torch.randn(n, lam.numel(), generator=gen, device=dev, dtype=torch.float32).to(torch.float64)
-        s, U = torch.linalg.eigh((X * lam) @ X.T)
-        inv = torch.where(s + delta > s.max() * n * 1e-15, 1 / (s + delta), torch.zeros_like(s))
-        diags.append(lam * ((U.T @ X) ** 2 * inv[:, None]).sum(0))
-    H = torch.stack(diags).cpu()
+    H = _hat_diagonals(to_device_dtype(lam, dev, float_dtype(dev)), n, delta, trials, generator(seed)).double()
     sem = H.std(0) / math.sqrt(trials) if trials > 1 else torch.zeros_like(H[0])
     return H.mean(0), sem
+
+
+def _hat_diagonals(lam: torch.Tensor, n: int, delta: float, trials: int, gen: torch.Generator) -> torch.Tensor:
+    """The diagonals of the hat operator of :func:`measured_learnabilities`, ``(trials, M)``, on the CPU."""
+    dev, wide = lam.device, lam.dtype
+    diags = []
+    for _ in range(trials):
+        X = torch.randn(n, lam.numel(), generator=gen, dtype=torch.float32).to(dev).to(wide)
+        s, U = cpu_on_mps(torch.linalg.eigh, (X * lam) @ X.T)
+        inv = torch.where(s + delta > s.max() * n * 1e-15, 1 / (s + delta), torch.zeros_like(s))
+        diags.append(lam * ((U.T @ X) ** 2 * inv[:, None]).sum(0))
+    return torch.stack(diags).cpu()
 
 
 def familywise_z(count: int, level: float = 0.01) -> float:

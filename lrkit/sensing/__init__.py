@@ -34,7 +34,6 @@ from .problem import (
                       degrees_of_freedom,
                       make_problem,
                       measure,
-                      sizes,
 )
 from .sweep import INITS, PARAMETERISATIONS, SensingRun, log_grid, run_sweep
 from .theory import (
@@ -54,5 +53,5 @@ __all__ = [
     "degrees_of_freedom", "imbalance", "init_asymmetric", "init_lora_factors", "init_symmetric",
     "inverse_sqrt_fit", "inverse_sqrt_slope_theory", "linear_rate", "linearised_rate", "log_grid", "loglog_slope",
     "make_problem", "measure", "rebalance", "redundant_block_curvature", "redundant_error_theory", "redundant_rate",
-    "redundant_subspace", "run_sweep", "sizes", "symmetric_step",
+    "redundant_subspace", "run_sweep", "symmetric_step",
 ]

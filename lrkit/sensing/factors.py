@@ -30,7 +30,7 @@ import math
 import torch
 
 from .._validate import positive_float, positive_int
-from ..env import generator
+from ..env import cpu_on_mps, generator
 from ..init import init_lora_
 from .problem import DTYPE, SensingProblem
 
@@ -127,7 +127,7 @@ def rebalance(B: torch.Tensor, A: torch.Tensor, floor: torch.Tensor | float,
     form we could not check. ``floor``: a number or a ``(...)`` tensor (one per configuration);
     ``active (..., r)`` (bool) marks the singular values that may be lifted (padding excluded).
     """
-    U, S, Vh = torch.linalg.svd(B, full_matrices=False)
+    U, S, Vh = cpu_on_mps(lambda b: torch.linalg.svd(b, full_matrices=False), B)  # MPS may lack svd
     floor_t = torch.as_tensor(floor, dtype=S.dtype, device=S.device)
     floor_t = floor_t.reshape(floor_t.shape + (1,) * (S.ndim - floor_t.ndim))
     lifted = torch.maximum(S, floor_t)
@@ -168,6 +168,7 @@ def compressed_imbalance(delta0: torch.Tensor, Q: torch.Tensor) -> float:
 
     The predicted linear rate of the error is ``2 lr s^2`` times this (factorisation limit).
     """
+    Q = Q.to(delta0)  # a run's factors are float32 on MPS; delta0 is kept in float64 on the CPU
     return float(torch.linalg.eigvalsh(Q.T @ delta0 @ Q).abs().min())
 
 

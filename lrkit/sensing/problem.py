@@ -13,8 +13,9 @@ and the loss of a candidate ``M`` is ``L(M) = (1/2m) ||Z(M) - y||^2``, whose gra
 loss is ``1/2 ||M - M*||_F^2`` up to the fluctuations that the restricted isometry property
 (RIP) bounds on low-rank matrices. The loss enters gradient descent only through
 ``(1/m) Z* Z``, so :class:`SensingProblem` keeps its ``(n1 n2) x (n1 n2)`` Gram matrix
-(exactly ``adjoint(measure(.))/m``, cheaper when ``m > n1 n2 / 2``). Tensors are float64 on
-:func:`lrkit.get_device`; draws come from explicit CPU generators.
+(exactly ``adjoint(measure(.))/m``, cheaper when ``m > n1 n2 / 2``). Draws come from explicit
+CPU generators, in float64 (``DTYPE``); the problem then lives on :func:`lrkit.get_device` in
+:func:`lrkit.env.float_dtype` (float64, or float32 on MPS, which has no float64).
 """
 
 from __future__ import annotations
@@ -26,33 +27,16 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .._validate import positive_int
-from ..env import generator, get_device, resolve_scale
+from .._validate import check_device, positive_int
+from ..env import float_dtype, generator, to_device_dtype
 
 DTYPE = torch.float64
 
-__all__ = ["DTYPE", "sizes", "UnderdeterminedWarning", "degrees_of_freedom", "SensingProblem", "make_problem",
+__all__ = ["DTYPE", "UnderdeterminedWarning", "degrees_of_freedom", "SensingProblem", "make_problem",
            "measure", "adjoint"]
 
 
-# --------------------------------------------------------------------------- sizes and checks
-def sizes(scale: str | None = None) -> dict[str, object]:
-    """Experiment sizes for ``scale`` (default :func:`lrkit.get_scale`).
-
-    ``small``: ``n = 20``, ``r* = 2`` (singular values 1 and 0.5), ``m = 3 n^2`` Gaussian
-    measurements, 10 000 steps: seconds per sweep on two CPU cores. ``full``: the paper's
-    ``50 x 50``, rank 3 (our singular values 1, 0.75, 0.5 and ``m = 3 n^2``: the paper's ``m``
-    and spectrum were not checked), 20 000 steps, for a GPU.
-    """
-    scale = resolve_scale(scale)
-    if scale == "small":
-        return dict(n=20, r_star=2, singular_values=(1.0, 0.5), m=1200, lr=0.1, steps=10_000, num_records=300,
-                    sym_ranks=(2, 3, 4, 6), sym_omega=0.1, over_rank=4, omegas=(0.03, 0.05, 0.1))
-    return dict(n=50, r_star=3, singular_values=(1.0, 0.75, 0.5), m=7500, lr=0.1, steps=20_000,
-                num_records=400, sym_ranks=(3, 4, 6, 9), sym_omega=0.1, over_rank=6,
-                omegas=(0.015, 0.025, 0.05))
-
-
+# --------------------------------------------------------------------------- checks
 class UnderdeterminedWarning(UserWarning):
     """Fewer measurements than the degrees of freedom of a rank-``r*`` matrix: not identifiable."""
 
@@ -190,6 +174,7 @@ def make_problem(n: int, r_star: int, m: int, *, n2: int | None = None,
         if n2 != n:
             raise ValueError("symmetric_sensing needs square sensing matrices (n2 = n)")
         Z = (Z + Z.transpose(1, 2)) / math.sqrt(2.0)
-    dev = torch.device(device) if device is not None else get_device()
-    M_star, Z = M_star.to(dev), Z.to(dev)
+    dev = check_device(device)
+    wide = float_dtype(dev)
+    M_star, Z = to_device_dtype(M_star, dev, wide), to_device_dtype(Z, dev, wide)
     return SensingProblem(M_star, Z, measure(Z, M_star), r_star, symmetric)

@@ -11,6 +11,10 @@ to zero and reported as NaN, never a crash.
 configuration's *training loss* (the observable ``(1/2m)||Z(M) - y||^2``, not the distance to
 ``M*``) has fallen below ``rebalance_below`` times its value at ``M = 0``, its factors are
 rebalanced once, keeping ``B A`` unchanged.
+
+Devices: the factors are drawn on the CPU in float64 and computed in
+:func:`lrkit.env.float_dtype` (float32 on MPS); nothing reads the device inside the loop except
+one look per :data:`CHECK_EVERY` steps while a rebalance is pending (see :func:`_descend`).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import numpy as np
 import torch
 
 from .._validate import blowup_factor, broadcast, choice, positive_float, positive_int
-from ..env import few_threads
+from ..env import cpu_on_mps, few_threads, float_dtype, to_device_dtype
 from ..runs import Divergence
 from .factors import (
     A_RATIO,
@@ -133,8 +137,9 @@ def run_sweep(problem: SensingProblem, parameterisation: str, ranks: Sequence[in
                                              or any(i != "gaussian" for i in ini)):
         raise ValueError("rebalance_once, scales and LoRA inits apply to parameterisation='asymmetric' only")
     r_max, dev = max(R), problem.M_star.device
+    wide = float_dtype(dev)                      # float64, or float32 on MPS
     active = (torch.arange(r_max)[None, :] < torch.tensor(R)[:, None]).to(dev)  # (C, r_max)
-    B = torch.zeros(n_cfg, problem.n1, r_max, dtype=DTYPE)
+    B = torch.zeros(n_cfg, problem.n1, r_max, dtype=DTYPE)  # drawn on the CPU in float64
     A = torch.zeros(n_cfg, r_max, problem.n2, dtype=DTYPE)
     for c, (r, w, s, i) in enumerate(zip(R, W, S, ini)):
         if parameterisation == "symmetric":
@@ -145,19 +150,19 @@ def run_sweep(problem: SensingProblem, parameterisation: str, ranks: Sequence[in
             B[c, :, :r], A[c, :r, :] = init_lora_factors(problem.n1, problem.n2, r, i, s)
     delta0 = None if parameterisation == "symmetric" else \
         [imbalance(B[c, :, :r], A[c, :r, :]) for c, r in enumerate(R)]
-    B, A = B.to(dev), A.to(dev)
-    scale_t = torch.tensor(scl, dtype=DTYPE, device=dev)[:, None, None]
+    B, A = to_device_dtype(B, dev, wide), to_device_dtype(A, dev, wide)
+    scale_t = torch.tensor(scl, dtype=wide, device=dev)[:, None, None]
 
     grid = log_grid(steps, num_records)
-    record = {int(t): j for j, t in enumerate(grid)}
-    errors = torch.full((n_cfg, len(grid)), float("nan"), dtype=DTYPE, device=dev)
+    record = {t: j for j, t in enumerate(grid.tolist())}  # a CPU tensor: no device read
+    errors = torch.full((n_cfg, len(grid)), float("nan"), dtype=wide, device=dev)
     pending = torch.tensor(flags, dtype=torch.bool, device=dev)
     rebalanced_at = torch.full((n_cfg,), -1, dtype=torch.long, device=dev)
-    div = Divergence(n_cfg, blowup, dev, start=problem.M_star.square().sum().to(device=dev, dtype=DTYPE))
+    div = Divergence(n_cfg, blowup, dev, start=problem.M_star.square().sum().to(device=dev, dtype=wide))
     with few_threads(dev, n_cfg * (problem.n1 * problem.n2) ** 2):
         B, A, rebalanced_at = _descend(problem, parameterisation, B, A, scale_t, lr, steps, record, errors,
                                        div, pending, rebalanced_at, active, rebalance_below,
-                                       rebalance_floor)
+                                       rebalance_floor, any(flags))
     diverged = ~div.alive
     factors = None if parameterisation == "symmetric" else \
         [(B[c, :, :r].cpu(), A[c, :r, :].cpu()) for c, r in enumerate(R)]
@@ -166,39 +171,82 @@ def run_sweep(problem: SensingProblem, parameterisation: str, ranks: Sequence[in
                       rebalanced_at.cpu(), eigs, scl, ini, delta0, factors, div.diverged_at.cpu())
 
 
+CHECK_EVERY = 100  # steps between two looks at the host while a rebalance is pending
+
+
 def _descend(problem: SensingProblem, parameterisation: str, B: torch.Tensor, A: torch.Tensor,
              scale: torch.Tensor, lr: float, steps: int, record: dict[int, int], errors: torch.Tensor,
              div: Divergence, pending: torch.Tensor, rebalanced_at: torch.Tensor, active: torch.Tensor,
-             rebalance_below: float, rebalance_floor: float | None
+             rebalance_below: float, rebalance_floor: float | None, rebalancing: bool
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The loop of :func:`run_sweep`; fills ``errors`` in place and updates ``div`` (start: ``||M*||^2``)."""
+    """The loop of :func:`run_sweep`; fills ``errors`` in place and updates ``div`` (start: ``||M*||^2``).
+
+    No host synchronisation per step. While a rebalance is pending, the steps run in windows of
+    :data:`CHECK_EVERY`: each window watches the trigger on the device, and the host looks at its
+    end (two reads); without one pending, the host never looks. A window in which some configuration
+    fired is run again from its start, applying each rebalance at the step it fired (configurations
+    are independent: the others repeat bit for bit), so every configuration is rebalanced exactly
+    at its first step below the threshold, as if the host had looked at every step.
+    """
+    t = 0
+    while t <= steps:
+        end = min(t + CHECK_EVERY, steps + 1) if rebalancing else steps + 1
+        if not rebalancing:
+            B, A, _ = _window(problem, parameterisation, B, A, scale, lr, t, end, steps, record, errors, div)
+            break
+        B0, A0, alive0, at0 = B, A, div.alive, div.diverged_at
+        B, A, fired = _window(problem, parameterisation, B, A, scale, lr, t, end, steps, record, errors, div,
+                              watch=pending, threshold=rebalance_below * 0.5 * problem.yy)
+        left = pending & div.alive & (fired < 0)
+        rebalancing = bool(left.any())                   # the host looks at the end of the window
+        if bool((fired >= 0).any()):
+            div.alive, div.diverged_at = alive0, at0
+            fire_at = {s: fired == s for s in set(fired.tolist()) - {-1}}
+            B, A, _ = _window(problem, parameterisation, B0, A0, scale, lr, t, end, steps, record, errors, div,
+                              apply=fire_at, floor=rebalance_floor, active=active)
+            rebalanced_at = torch.where(fired >= 0, fired, rebalanced_at)
+        pending = left
+        t = end
+    return B, A, rebalanced_at
+
+
+def _window(problem: SensingProblem, parameterisation: str, B: torch.Tensor, A: torch.Tensor,
+            scale: torch.Tensor, lr: float, t0: int, t1: int, steps: int, record: dict[int, int],
+            errors: torch.Tensor, div: Divergence, watch: torch.Tensor | None = None, threshold: float = 0.0,
+            apply: dict[int, torch.Tensor] | None = None, floor: float | None = None,
+            active: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Steps ``t0 .. t1 - 1`` of :func:`_descend`. ``watch``: the configurations whose trigger (training
+    loss ``<= threshold``) is watched; returns the step each first fired (``-1``: not in this window).
+    ``apply``: ``{step: mask}``, rebalance the masked configurations at that step."""
     n_cfg, dev = B.shape[0], B.device
-    loss_at_zero = 0.5 * problem.yy
-    rebalancing = bool(pending.any())
-    for t in range(steps + 1):
+    fired = torch.full((n_cfg,), -1, dtype=torch.long, device=dev)
+    for t in range(t0, t1):
         M = B @ B.transpose(-2, -1) if parameterisation == "symmetric" else scale * (B @ A)
         if t in record:
             err = problem.error(M)
             div.update(err, t)                          # no host synchronisation
             B, A = div.freeze(B, A)
             errors[:, record[t]] = div.mask(err)
-        if rebalancing:
+        if watch is not None:
             loss = problem.training_loss(M)  # observable: the measurements only
-            now = pending & div.alive & (loss <= rebalance_below * loss_at_zero)
-            if bool(now.any()):
-                floor = torch.full((n_cfg,), rebalance_floor or 0.0, dtype=DTYPE, device=dev)
-                if rebalance_floor is None:
-                    floor = (torch.linalg.svdvals(B @ A)[:, problem.r_star - 1]).sqrt()
-                B2, A2 = rebalance(B, A, floor, active)
-                B = torch.where(now[:, None, None], B2, B)
-                A = torch.where(now[:, None, None], A2, A)
-                rebalanced_at = torch.where(now, torch.full_like(rebalanced_at, t), rebalanced_at)
-            pending &= ~now & div.alive
-            rebalancing = bool(pending.any())
+            now = watch & div.alive & (fired < 0) & (loss <= threshold)
+            fired = torch.where(now, torch.full_like(fired, t), fired)
+        if apply is not None and t in apply:
+            now = apply[t]
+            if floor is None:  # sqrt(sigma_{r*}(B A)); a configuration gone non-finite is left out
+                BA = B @ A
+                BA = torch.where(torch.isfinite(BA).all(-1).all(-1)[:, None, None], BA, torch.zeros_like(BA))
+                floor_t = cpu_on_mps(torch.linalg.svdvals, BA)[:, problem.r_star - 1].sqrt()
+            else:
+                floor_t = torch.full((n_cfg,), floor, dtype=B.dtype, device=dev)
+            ok = torch.isfinite(B).all(-1).all(-1)[:, None, None]
+            B2, A2 = rebalance(torch.where(ok, B, torch.zeros_like(B)), A, floor_t, active)
+            B = torch.where(now[:, None, None], B2, B)
+            A = torch.where(now[:, None, None], A2, A)
         if t == steps:
             break
         if parameterisation == "symmetric":
             B = symmetric_step(problem, B, lr)
         else:
             B, A = asymmetric_step(problem, B, A, lr, scale)
-    return B, A, rebalanced_at
+    return B, A, fired
