@@ -139,8 +139,10 @@ def test_train_pole_follows_the_policy_dtype(monkeypatch: pytest.MonkeyPatch) ->
 
 # --------------------------------------------------------------------------- Chapter 9: spherical SGD
 @pytest.mark.ch09
-def test_spherical_sgd_runs_in_float32_under_the_mps_policy(monkeypatch: pytest.MonkeyPatch) -> None:
-    setting = bk.aligned(4, "relu")
+@pytest.mark.parametrize("setting", [bk.aligned(4, "relu"), bk.aligned(4, "he3_tapered"), bk.glm("tanh"),
+                                     bk.faithful(4, "sigmoid", seed=1)], ids=["relu", "he3_tapered", "glm", "faithful"])
+def test_spherical_sgd_runs_in_float32_under_the_mps_policy(monkeypatch: pytest.MonkeyPatch,
+                                                            setting: bk.Setting) -> None:
     monkeypatch.setattr(sgd, "float_dtype", float32)
     inner = sgd._chains
     dtypes = []
