@@ -17,8 +17,8 @@ from device_helpers import recording
 from lrkit import beyond_kernels as bk
 from lrkit import deep_linear_init as dli
 from lrkit import deep_linear_sim as dls
+from lrkit import runs, ssm, ssm_learning, ssm_poles
 from lrkit import spherical_sgd as sgd
-from lrkit import ssm, ssm_learning, ssm_poles
 
 F32 = torch.float32
 
@@ -73,6 +73,7 @@ def test_train_deep_linear_never_reads_the_device_in_its_loop() -> None:
             run = dls.train_deep_linear(target, U, V, weights, lr=0.5, steps=steps, record_every=1)
         counts.append(sum(rec.syncs.values()))
     assert bool(run.diverged[2]) and counts[0] == counts[1] <= 2, counts
+    assert isinstance(run, runs.RunResult) and bool(run.final[2].isnan()) and int(run.diverged_at[2]) > 0
 
 
 # --------------------------------------------------------------------------- Chapter 3: state-space models
@@ -112,18 +113,20 @@ def test_ssm_loops_never_read_the_device_per_step() -> None:
                                                   lr=0.05, steps=n, record_every=1),
         "pole": lambda n: ssm_poles.train_pole(u, y, [0.3, 0.95], [1.0, 40.0], lr=0.05, steps=n, record_every=1),
     }
-    runs: dict[str, list[Any]] = {name: [] for name in calls}
+    results: dict[str, list[Any]] = {name: [] for name in calls}
     counts: dict[str, list[int]] = {name: [] for name in calls}
     for steps in (5, 200):
         for name, call in calls.items():
             with recording() as rec:
-                runs[name].append(call(steps))
+                results[name].append(call(steps))
             counts[name].append(sum(rec.syncs.values()))
     for name, (few, many) in counts.items():
         assert few == many, (name, counts)  # the syncs are the checks before the loop, not per step
-    assert bool(runs["ssm"][-1].diverged[2]) and not bool(runs["ssm"][-1].diverged[0])
-    assert bool(runs["tied"][-1].diverged[2]) and not bool(runs["tied"][-1].diverged[0])
-    pole = runs["pole"][-1]
+        assert isinstance(results[name][-1], runs.RunResult)
+        assert results[name][-1].final.shape == ((2,) if name == "pole" else (3,))
+    assert bool(results["ssm"][-1].diverged[2]) and not bool(results["ssm"][-1].diverged[0])
+    assert bool(results["tied"][-1].diverged[2]) and not bool(results["tied"][-1].diverged[0])
+    pole = results["pole"][-1]
     assert bool(pole.diverged[1]) and int(pole.diverged_at[1]) > 0 and not bool(pole.diverged[0])
 
 
@@ -155,6 +158,7 @@ def test_spherical_sgd_runs_in_float32_under_the_mps_policy(monkeypatch: pytest.
     monkeypatch.setattr(sgd, "_chains", no_float64)
     run = sgd.simulate(setting, [16, 24], [0, 1], 0.02, 60, records=6, device="cpu")
     assert dtypes == [F32] and run.m.dtype == run.final.dtype == "float32" and not run.diverged.any()
+    assert isinstance(run, runs.RunResult)
 
 
 @pytest.mark.ch09
