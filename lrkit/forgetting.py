@@ -44,6 +44,7 @@ from .env import generator
 from .forgetting_measures import input_weighted, intruder_summary, layer_second_moments, mitigate, pareto_excess
 from .forgetting_tasks import bayes_loss, entropy_rate, random_chains, sample_sequences
 from .optim import AdamState, batched_adam_step
+from .progress import track
 from .runs import Divergence
 from .transformer import ALL_TARGETS, GPT, GPTConfig, next_token_loss, projection_names
 
@@ -55,18 +56,18 @@ Params = dict[str, torch.Tensor]
 
 
 def pretrain(cfg: GPTConfig, P: torch.Tensor, steps: int, lr: float, batch: int, seed: int,
-             device: torch.device | str = "cpu") -> tuple[GPT, list[float]]:
+             device: torch.device | str = "cpu", progress: bool | None = None) -> tuple[GPT, list[float]]:
     """A :class:`GPT` trained by Adam for ``steps`` steps on fresh sequences of the chains ``P``.
 
     Returns the model (in eval mode, parameters frozen) and the training losses (read from the
-    device once, after the loop).
+    device once, after the loop). ``progress``: a bar (:mod:`lrkit.progress`; ``None``: full scale only).
     """
     positive_int(steps, "steps"), positive_float(lr, "lr"), positive_int(batch, "batch")
     model = GPT(cfg, seed=seed).to(device)
     data = sample_sequences(P, steps * batch, cfg.block_size, seed=seed + 1).view(steps, batch, -1).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     losses = torch.empty(steps, device=device)
-    for t, x in enumerate(data):
+    for t, x in enumerate(track(data, progress, desc="pretrain")):
         loss = next_token_loss(model(x), x)
         opt.zero_grad()
         torch.autograd.backward(loss)
@@ -133,13 +134,15 @@ def finetune_sweep(model: GPT, target_train: torch.Tensor, evals: dict[str, torc
                    lrs: Sequence[float], seeds: Sequence[int], steps: int, batch: int, eval_every: int,
                    ranks: Sequence[int] | None = None, rslora: Sequence[bool] | bool = False,
                    alpha: float | Sequence[float] | None = None,
-                   targets: Sequence[str] = ALL_TARGETS, blowup: float = 10.0) -> Sweep:
+                   targets: Sequence[str] = ALL_TARGETS, blowup: float = 10.0,
+                   progress: bool | None = None) -> Sweep:
     """Fine-tune ``K = len(lrs)`` copies of ``model`` at once (``lrs``, ``seeds``, ``ranks`` one per copy).
 
     ``evals`` holds the held-out sets ``{"target": (n, T), "source": (n, T)}``. Each copy draws its
     mini-batches from ``target_train`` (N, T) in its own seeded order. ``alpha`` defaults to
     ``2 r`` (the papers' setting, scale 2). A copy whose training loss is non-finite or above
     ``blowup`` times its first is frozen from that step (:class:`lrkit.runs.Divergence`).
+    ``progress``: a bar over the steps (:mod:`lrkit.progress`; ``None``: full scale only).
     Returns a :class:`Sweep`.
     """
     choice(method, "method", ("lora", "full"))
@@ -185,7 +188,7 @@ def finetune_sweep(model: GPT, target_train: torch.Tensor, evals: dict[str, torc
     column = {t: i for i, t in enumerate(eval_steps)}
     curves = {key: torch.full((K, len(eval_steps)), math.nan, device=dev) for key in ("target", "source")}
     div = Divergence(K, blowup, dev)
-    for step in range(steps + 1):
+    for step in track(range(steps + 1), progress, desc=f"fine-tune ({method})"):
         if step < steps:
             j = step % per_epoch
             g, train_loss = step_fn(train, gate, target_train[order[:, j * batch:(j + 1) * batch]])

@@ -10,8 +10,8 @@
 
 So a learner running a lesson at full scale sees a bar for each long loop; at small scale
 (a laptop, nbval, the default CPU run) and in the built book nothing is printed. The bar is
-``tqdm.auto`` (a widget in Jupyter, text elsewhere); tqdm is optional, not an lrkit
-dependency: without it every bar is silent.
+``tqdm.auto`` (a widget in Jupyter, text elsewhere; tqdm is one of lrkit's dependencies, and
+where it is missing anyway every bar is silent).
 
 Use :func:`progress_bar` around a loop you drive (``bar.update(1)`` per step, ``bar.close()``
 at the end, or a ``with`` block), or :func:`track` to wrap an iterable::
@@ -76,7 +76,7 @@ class SilentBar:
 
 def _tqdm() -> Any:
     try:
-        from tqdm.auto import tqdm  # optional: not an lrkit dependency
+        from tqdm.auto import tqdm  # a dependency; a missing one only silences the bars
     except ImportError:
         return None
     return tqdm
