@@ -76,6 +76,25 @@ def test_sensing_sweeps_run_in_float32_under_the_mps_policy(monkeypatch: pytest.
 
 
 @pytest.mark.ch04
+def test_the_theory_reads_a_float32_run_in_float64(monkeypatch: pytest.MonkeyPatch) -> None:
+    def readings() -> list[float]:
+        p = sn.make_problem(8, 2, 260, symmetric=False, seed=1, device="cpu")
+        run = sn.run_sweep(p, "asymmetric", 3, 0.1, 0, lr=0.1, steps=1500, num_records=20)
+        assert run.factors is not None and run.delta0 is not None
+        (B, A), d0 = run.factors[0], run.delta0[0]
+        Q = sn.redundant_subspace(B, A, 2, d0)
+        sym = sn.make_problem(6, 2, 200, seed=0, device="cpu")
+        return [sn.compressed_imbalance(d0, Q), sn.redundant_rate(p, B, A, Q, d0, 0.1),
+                sn.linearised_rate(sym, 0.1), *sn.redundant_block_curvature(sym)]
+
+    want = readings()
+    monkeypatch.setattr(sn_problem, "float_dtype", F32)
+    monkeypatch.setattr(sn_sweep, "float_dtype", F32)
+    got = readings()
+    assert got == pytest.approx(want, rel=1e-4)
+
+
+@pytest.mark.ch04
 def test_sensing_sweep_without_rebalancing_never_looks_at_the_host() -> None:
     problem = sn.make_problem(6, 2, 150, symmetric=False, seed=0, device="cpu")
     counts = [syncs(sn.run_sweep, problem, "asymmetric", [2, 3], [0.1, 1e3], 0, lr=0.1, steps=steps,

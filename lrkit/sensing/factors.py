@@ -158,6 +158,7 @@ def redundant_subspace(B: torch.Tensor, A: torch.Tensor, r_star: int, delta0: to
     r = B.shape[-1]
     if not 1 <= r_star < r:
         raise ValueError(f"r_star must satisfy 1 <= r_star < r = {r} (over-parameterised), got {r_star}")
+    B, A = B.to(delta0), A.to(delta0)  # a run's factors may be float32 (MPS); delta0 is CPU float64
     gram, _ = _sides(B, A, delta0)
     basis: torch.Tensor = torch.linalg.eigh(gram)[1][:, : r - r_star]
     return basis
@@ -183,13 +184,14 @@ def redundant_rate(problem: SensingProblem, B: torch.Tensor, A: torch.Tensor, Q:
     ``s^2 min eig(Q^T Delta_0 Q)``. (Our derivation.)
     """
     lr = positive_float(lr, "lr")
+    B, A, Q = (t.cpu().to(DTYPE) for t in (B, A, Q))  # theory on the CPU in float64, whatever the run's dtype
     _, a_decays = _sides(B, A, delta0)
     n1, n2 = problem.n1, problem.n2
     gram = problem.gram.cpu().to(DTYPE)
     if a_decays:  # e = B_K A_K with A_K the variable: vec_row(B_K A_K) = kron(B_K, I_n2) vec_row(A_K)
-        J = torch.kron((B @ Q).cpu().to(DTYPE).contiguous(), torch.eye(n2, dtype=DTYPE))
+        J = torch.kron((B @ Q).contiguous(), torch.eye(n2, dtype=DTYPE))
     else:  # B_K the variable: kron(I_n1, A_K^T)
-        J = torch.kron(torch.eye(n1, dtype=DTYPE), (Q.T @ A).T.cpu().to(DTYPE).contiguous())
+        J = torch.kron(torch.eye(n1, dtype=DTYPE), (Q.T @ A).T.contiguous())
     h = float(torch.linalg.eigvalsh(scale ** 2 * J.T @ gram @ J).min())
     if not 0 < lr * h < 1:
         raise ValueError(f"lr * h = {lr * h:.3g} must lie in (0, 1) for a monotone linear rate")

@@ -58,10 +58,11 @@ def linearised_rate(problem: SensingProblem, lr: float) -> float:
     if not problem.symmetric:
         raise ValueError("linearised_rate needs a symmetric problem (the X X^T parameterisation)")
     lr = positive_float(lr, "lr")
-    evals, evecs = torch.linalg.eigh(problem.M_star.cpu())
+    M_star, Z, y = (t.cpu().double() for t in (problem.M_star, problem.Z, problem.y))  # theory: CPU, float64
+    evals, evecs = torch.linalg.eigh(M_star)
     r = problem.r_star
     X_star = evecs[:, -r:] * evals[-r:].clamp(min=0).sqrt()
-    cpu = SensingProblem(problem.M_star.cpu(), problem.Z.cpu(), problem.y.cpu(), r, True)
+    cpu = SensingProblem(M_star, Z, y, r, True)
     hess = torch.autograd.functional.hessian(  # type: ignore[no-untyped-call]
         lambda X: cpu.loss(X @ X.T), X_star)
     h = torch.linalg.eigvalsh(hess.reshape(X_star.numel(), X_star.numel()))
@@ -163,7 +164,7 @@ def redundant_block_curvature(problem: SensingProblem) -> tuple[float, float]:
     if not problem.symmetric:
         raise ValueError("redundant_block_curvature needs a symmetric problem")
     n, r = problem.n1, problem.r_star
-    U = torch.linalg.eigh(problem.M_star.cpu())[1][:, : n - r]  # complement of the column space
+    U = torch.linalg.eigh(problem.M_star.cpu().double())[1][:, : n - r]  # complement of the column space
     d = n - r
     i, j = torch.triu_indices(d, d)
     E = torch.zeros(i.numel(), d, d, dtype=U.dtype)
@@ -172,5 +173,5 @@ def redundant_block_curvature(problem: SensingProblem) -> tuple[float, float]:
     E[k, i, j] = w
     E[k, j, i] = w
     basis = (U @ E @ U.T).flatten(1).T  # (n^2, d(d+1)/2), orthonormal columns
-    h = torch.linalg.eigvalsh(basis.T @ problem.gram.cpu() @ basis)
+    h = torch.linalg.eigvalsh(basis.T @ problem.gram.cpu().double() @ basis)
     return float(h.min()), float(h.max())
