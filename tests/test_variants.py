@@ -187,3 +187,14 @@ def test_claim_statistics_fail_on_planted_wrong_mechanisms() -> None:
     P, _, Qh = torch.linalg.svd(W0)
     top = matrix_lora_run(W0, W0 + 0.3 * P[:, :r] @ Qh[:r], r, init="pissa", steps=5, lr=0.1)
     assert abs(float(top[-1]) / float(top[0]) - 1) > 1e-6
+
+
+def test_matrix_lora_run_leaves_the_global_random_stream_alone() -> None:
+    W0, W_star = torch.randn(6, 5, dtype=torch.float64), torch.randn(6, 5, dtype=torch.float64)
+    torch.manual_seed(123)
+    want = torch.rand(3)
+    torch.manual_seed(123)
+    first = matrix_lora_run(W0, W_star, rank=2, steps=3, lr=0.01, seed=7)
+    assert torch.equal(torch.rand(3), want)
+    assert torch.equal(first, matrix_lora_run(W0, W_star, rank=2, steps=3, lr=0.01, seed=7))  # the seed decides A
+    assert not torch.equal(first, matrix_lora_run(W0, W_star, rank=2, steps=3, lr=0.01, seed=8))
