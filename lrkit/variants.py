@@ -146,10 +146,10 @@ def matrix_lora_run(W0: torch.Tensor, W_star: torch.Tensor, rank: int, init: str
     steps, lr = positive_int(steps, "steps"), positive_float(lr, "lr")
     if optimizer not in ("sgd", "adam"):
         raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
-    base = nn.Linear(W0.shape[1], W0.shape[0], bias=False).to(W0.dtype)
-    with torch.no_grad():
-        base.weight.copy_(W0)
-    with torch.random.fork_rng(devices=[]):  # seeded draw of A; the caller's global stream is left as it was
+    with torch.random.fork_rng(devices=[]):  # seeded draws; the caller's global stream is left as it was
+        base = nn.Linear(W0.shape[1], W0.shape[0], bias=False).to(W0.dtype)
+        with torch.no_grad():
+            base.weight.copy_(W0)
         torch.manual_seed(seed)
         layer = LoRALinear(base, rank, init="pissa" if init == "pissa" else "A")
     if init == "lora_ga":
