@@ -12,14 +12,14 @@ export PYTHONHASHSEED := 0
 # Small CPU experiments are faster on one thread, and far faster when the cores are shared.
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: all venv test test-fast lint types unit notebooks book exercises bench clean claims-seeds claims-full
+.PHONY: all venv test test-fast lint types unit notebooks book browser exercises bench clean claims-seeds claims-full
 all: test
 
 $(STAMP): pyproject.toml ci/constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -c ci/constraints.txt -e ".[test,book]" "jupyter-book==1.0.4.post1"
+	$(PY) -m pip install -q -c ci/constraints.txt -e ".[test,book,browser]" "jupyter-book==1.0.4.post1"
 	# galore-torch (tests/test_galore.py: parity with the authors' GaLore) without the bitsandbytes and
 	# transformers its metadata asks for: the test loads only its AdamW.
 	$(PY) -m pip install -q --no-deps galore-torch==1.0
@@ -44,7 +44,7 @@ test-fast: $(STAMP)
 # Lint and types (CI runs both, and both gate): ruff with pyproject's configuration over the code
 # and tests; mypy --strict over the whole package (pyproject's [tool.mypy]).
 lint: $(STAMP)
-	$(PY) -m ruff check lrkit tests bench
+	$(PY) -m ruff check lrkit tests bench tools
 	$(PY) -m mypy lrkit
 
 types: lint
@@ -69,6 +69,14 @@ book: $(STAMP)
 	$(PY) -m lrkit.course check-leaks _build/html
 	$(PY) -m lrkit.course colab _build
 	@echo "Book built: open _build/html/index.html"
+
+# The built book in headless Chromium, offline (tools/browser_check.py): math rendered from the
+# book's own MathJax, figures numbered and captioned, no overflow, sliders that move; screenshots
+# and a summary in _build/screenshots. Skipped, with a line saying so, where there is no Chromium.
+CHROMIUM ?= /usr/bin/chromium
+browser: $(STAMP)
+	@if [ -x "$(CHROMIUM)" ]; then $(PY) tools/browser_check.py _build/html --out _build/screenshots \
+	  --chromium $(CHROMIUM); else echo "browser check skipped: no Chromium at $(CHROMIUM)"; fi
 
 bench: $(STAMP)
 	$(PY) bench/bench.py
