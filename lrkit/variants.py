@@ -32,6 +32,7 @@ The matrix problems below train ``W`` towards ``W*`` under the whitened-regressi
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -135,6 +136,21 @@ def lora_ga_init_(layer: LoRALinear, grad: torch.Tensor, form: str = "peft", sta
     return layer
 
 
+def _descend(loss_fn: Callable[[], torch.Tensor], opt: torch.optim.Optimizer, steps: int,
+             dtype: torch.dtype) -> torch.Tensor:
+    """``steps`` steps of ``opt`` on ``loss_fn()``; the loss before each step and after the last ``(steps + 1,)``."""
+    losses = torch.empty(steps + 1, dtype=dtype)
+    for t in range(steps + 1):
+        loss = loss_fn()
+        losses[t] = loss.detach()
+        if t == steps:
+            break
+        opt.zero_grad()
+        torch.autograd.backward(loss)
+        opt.step()
+    return losses
+
+
 def matrix_lora_run(W0: torch.Tensor, W_star: torch.Tensor, rank: int, init: str = "A", steps: int = 500,
                     lr: float = 0.1, optimizer: str = "sgd", seed: int = 0) -> torch.Tensor:
     """Train ``W0 + s B A`` (``lrkit.LoRALinear``, ``init`` "A", "pissa" or "lora_ga") on
@@ -158,16 +174,8 @@ def matrix_lora_run(W0: torch.Tensor, W_star: torch.Tensor, rank: int, init: str
         raise ValueError(f"init must be 'A', 'pissa' or 'lora_ga', got {init!r}")
     params = [layer.A, layer.B]
     opt = torch.optim.SGD(params, lr=lr) if optimizer == "sgd" else torch.optim.Adam(params, lr=lr)
-    losses = torch.empty(steps + 1, dtype=W0.dtype)
-    for t in range(steps + 1):
-        loss = 0.5 * (layer.base.weight + layer.delta_weight() - W_star).square().sum()
-        losses[t] = loss.detach()
-        if t == steps:
-            break
-        opt.zero_grad()
-        torch.autograd.backward(loss)
-        opt.step()
-    return losses
+    return _descend(lambda: 0.5 * (layer.base.weight + layer.delta_weight() - W_star).square().sum(), opt, steps,
+                    W0.dtype)
 
 
 def matrix_galore_run(W0: torch.Tensor, W_star: torch.Tensor, rank: int | None, steps: int = 500,
@@ -181,13 +189,4 @@ def matrix_galore_run(W0: torch.Tensor, W_star: torch.Tensor, rank: int | None, 
         group.update(rank=positive_int(rank, "rank"), update_proj_gap=update_proj_gap, scale=scale,
                      proj_type="std")
     opt = GaLoreAdamW([group], lr=lr)
-    losses = torch.empty(steps + 1, dtype=W0.dtype)
-    for t in range(steps + 1):
-        loss = 0.5 * (W - W_star).square().sum()
-        losses[t] = loss.detach()
-        if t == steps:
-            break
-        opt.zero_grad()
-        torch.autograd.backward(loss)
-        opt.step()
-    return losses
+    return _descend(lambda: 0.5 * (W - W_star).square().sum(), opt, steps, W0.dtype)
