@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from ._validate import blowup_factor, broadcast, check_seed, positive_float, positive_int
-from .env import few_threads, float_dtype, get_scale
+from .env import few_threads, float_dtype
 from .fit import ExponentFit, fit_power_law
 from .init import INIT_SCHEMES, init_lora_
 from .lora_task import LoRATask, lora_task
@@ -43,6 +43,7 @@ from .lr_scaling import (
     steps_to_reach,
 )
 from .optim import AdamState, batched_adam_step, batched_sgd_step
+from .progress import progress_bar
 from .runs import Divergence
 
 OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
@@ -125,27 +126,6 @@ class SweepResult:
         return len(self.init)
 
 
-class _Silent:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _progress(total: int, enabled: bool | None) -> Any:
-    """A tqdm bar when enabled (default: at full scale only), else a silent stand-in."""
-    if enabled is None:
-        enabled = get_scale() == "full"
-    if enabled:
-        try:
-            from tqdm.auto import tqdm  # optional: not an lrkit dependency
-            return tqdm(total=total, desc="sweep", leave=False)
-        except ImportError:
-            pass
-    return _Silent()
-
-
 def init_factors(init: Sequence[str], seed: Sequence[int], rank: int, n: int, scaling: float,
                  device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """``A`` (K, r, n) and ``B`` (K, n, r); configuration ``k`` drawn by ``lrkit.init`` from ``seed[k]``."""
@@ -174,8 +154,8 @@ def run_lora_sweep(task: LoRATask, eta_A: float | Sequence[float],
     ``init`` ("A", "B" or "gaussian") and ``seed`` (the adapter's initial draw) are one value
     or ``K`` values. ``optimizer``: "adam" (``torch.optim.Adam``'s defaults) or "sgd".
     A configuration diverges when its loss is non-finite or above ``blowup`` times the
-    starting loss. ``progress``: a tqdm bar (``None``: only at full scale). ``snapshots``:
-    steps (0 to ``steps``) at which to keep a copy of ``(A, B)``.
+    starting loss. ``progress``: a tqdm bar (:mod:`lrkit.progress`'s rule; ``None``: full scale,
+    not in the book build). ``snapshots``: steps (0 to ``steps``) at which to keep a copy of ``(A, B)``.
     """
     if not isinstance(task, LoRATask):
         raise TypeError(f"task must be a LoRATask (from lrkit.sweep.lora_task), "
@@ -230,7 +210,7 @@ def _train(task: LoRATask, etas_A: list[float], etas_B: list[float], inits: list
     loss = torch.full((K, steps + 1), float("nan"), device=dev)   # curves stay on the device
     feat = torch.full((K, steps + 1), float("nan"), device=dev)
     shots: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-    bar = _progress(steps, progress)
+    bar = progress_bar(steps, progress, desc="sweep")
     norm = scaling / (n * N)
     for t in range(steps + 1):
         if t in keep:
