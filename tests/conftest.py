@@ -17,7 +17,12 @@ FILE_CHAPTERS = {
     "test_checks_05_06": ["ch05", "ch06"], "test_fit": ["ch02", "ch04", "ch05", "ch06"], "test_rf": ["ch07"],
     "test_transformer": ["ch08"], "test_forgetting": ["ch08"], "test_spectra_intruders": ["ch08"],
     "test_beyond_kernels": ["ch09"], "test_hermite": ["ch09"], "test_variants": ["ch10"],
-    "test_galore": ["ch10"],
+    "test_galore": ["ch10"], "test_dora": ["ch01", "ch10"], "test_spectra": ["ch01", "ch08"],
+    "test_devices_ch1_ch8": ["ch01", "ch08"], "test_devices_ch2_ch3_ch9": ["ch02", "ch03", "ch09"],
+    "test_devices_ch4_ch7": ["ch04", "ch05", "ch06", "ch07"], "test_bad_inputs_ch2": ["ch02"],
+    "test_bad_inputs_ch5": ["ch05"], "test_bad_inputs_ch4_7": ["ch04", "ch05", "ch06", "ch07"],
+    "test_rf_mechanisms": ["ch07"], "test_sensing_mechanisms": ["ch04"], "test_ssm_claims": ["ch03"],
+    "test_deep_linear_claims": ["ch02"],
 }
 CHAPTER_MARKERS = [f"ch{n:02d}" for n in range(1, 11)]
 
