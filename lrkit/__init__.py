@@ -3,23 +3,27 @@
 One module per idea; each chapter imports the modules named after it:
 
 * :mod:`lrkit.env`            device, seeding (``LRKIT_SEED``), the ``LRKIT_SCALE`` knob, CPU threads
-* :mod:`lrkit.lora`           ``LoRALinear`` and adapters on whole models (PEFT semantics; DoRA)
+* :mod:`lrkit.lora`           ``LoRALinear`` (PEFT semantics; DoRA); :mod:`~lrkit.lora_model` adapters on
+  whole models (``add_lora``, merge/unmerge/remove, parameter counts), re-exported by ``lora``
 * :mod:`lrkit.init`           LoRA initialisation schemes: "A", "B", "gaussian", "pissa"
 * :mod:`lrkit.spectra`        spectra of weight updates, energy ranks, subspace overlaps, intruder dimensions
-* Chapter 1: :mod:`lrkit.finetune` (student-teacher tasks), :mod:`lrkit.finetune_sweep` (LoRA vs full
-  fine-tuning batched over rates), :mod:`lrkit.rslora` (rank scaling, the exact reparametrisation),
-  :mod:`lrkit.data_rank` (the input-weighted rank of an update)
-* Chapter 2: :mod:`lrkit.deep_linear` (:mod:`~lrkit.deep_linear_theory`, :mod:`~lrkit.deep_linear_sim`),
-  :mod:`lrkit.hierarchy` (Saxe et al.'s hierarchical data)
+* Chapter 1: :mod:`lrkit.finetune` (training; the student-teacher task in :mod:`~lrkit.finetune_task`),
+  :mod:`lrkit.finetune_sweep` (LoRA vs full fine-tuning batched over rates), :mod:`lrkit.rslora` (rank
+  scaling; its theory in :mod:`~lrkit.rslora_theory`), :mod:`lrkit.data_rank` (input-weighted rank)
+* Chapter 2: :mod:`lrkit.deep_linear` (:mod:`~lrkit.deep_linear_theory`, :mod:`~lrkit.deep_linear_unbalanced`,
+  :mod:`~lrkit.deep_linear_sim`, :mod:`~lrkit.deep_linear_init`), :mod:`lrkit.hierarchy` (Saxe et al.'s data)
 * Chapter 3: :mod:`lrkit.ssm`, :mod:`lrkit.ssm_learning`, :mod:`lrkit.ssm_poles` (linear state-space models)
 * Chapter 4: :mod:`lrkit.sensing` (problem, factors, sweep, theory: matrix sensing)
 * Chapters 5, 6: :mod:`lrkit.sweep` (many LoRA configurations as one tensor program), :mod:`lrkit.lora_task`,
   :mod:`lrkit.lr_scaling` (rate readers, the per-step terms), :mod:`lrkit.optim` (batched Adam/SGD, LoRA+)
 * Chapter 7: :mod:`lrkit.rf` (random-feature ridge regression: inputs, solvers, theory, simulation, ReLU)
-* Chapter 8: :mod:`lrkit.transformer` (a small GPT), :mod:`lrkit.forgetting` (learning vs forgetting)
-* Chapter 9: :mod:`lrkit.beyond_kernels`, :mod:`lrkit.spherical_sgd`, :mod:`lrkit.hermite` (Dayi and Chen)
+* Chapter 8: :mod:`lrkit.transformer` (a small GPT), :mod:`lrkit.forgetting` (learning vs forgetting;
+  :mod:`~lrkit.forgetting_tasks` the Markov-chain tasks, :mod:`~lrkit.forgetting_measures` intruders, fronts)
+* Chapter 9: :mod:`lrkit.beyond_kernels` (:mod:`~lrkit.beyond_kernels_model`), :mod:`lrkit.spherical_sgd`,
+  :mod:`lrkit.hermite` (Dayi and Chen)
 * Chapter 10: :mod:`lrkit.variants` (LoRA-GA, LoRA-SB, ...), :mod:`lrkit.galore`, :mod:`lrkit.variant_bench`
 * :mod:`lrkit.runs`           one convention for batched runs: divergence, freezing, results
+* :mod:`lrkit.progress`       progress bars for long runs (full scale only, silent in the book build)
 * :mod:`lrkit.fit`            power laws fitted in log-log space, with standard errors and grid tolerances
 * :mod:`lrkit.plot`           theory as lines, experiments as markers; :mod:`lrkit.explore` static and live sliders
 * :mod:`lrkit.claims`         the claims ledger: ``claim(...)`` checks, prints and records every claim

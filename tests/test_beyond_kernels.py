@@ -92,6 +92,7 @@ def test_full_coordinates_agree_with_the_reduced_model_and_autograd() -> None:
     assert float((step @ task.W.T).abs().max()) < 1e-12       # stays in span(W)^perp
 
 
+@pytest.mark.slow  # a few seconds: make test runs it, make test-fast does not
 def test_simulation_follows_the_overlap_ode_for_fine_tuning() -> None:
     st = bk.aligned(4, "relu")
     dims = [32, 64]
@@ -103,6 +104,7 @@ def test_simulation_follows_the_overlap_ode_for_fine_tuning() -> None:
     assert run.m.shape == (16, len(run.t)) and np.all(np.isfinite(run.steps_to))
 
 
+@pytest.mark.slow  # a few seconds: make test runs it, make test-fast does not
 def test_steps_theory_and_safe_lr() -> None:
     st = bk.aligned(4, "he3_tapered")
     t64, t128 = bk.steps_theory(st, 64, 0.09 / 64), bk.steps_theory(st, 128, 0.09 / 128)
@@ -183,6 +185,7 @@ def test_plant_glm_drift_for_fine_tuning_fails_the_no_saddle_check() -> None:
     assert float(bk.glm("he3_tapered").h(0.0)) / float(bk.aligned(4, "relu").h(0.0)) < 0.5
 
 
+@pytest.mark.slow  # a few seconds: make test runs it, make test-fast does not
 def test_plant_ode_without_the_noise_pull_fails_the_steps_check() -> None:
     """prop-bk-linear-d: dropping the sphere's noise pull predicts far fewer steps than SGD takes (IE 3)."""
     st = bk.aligned(4, "he3_tapered")
@@ -195,6 +198,7 @@ def test_plant_ode_without_the_noise_pull_fails_the_steps_check() -> None:
     assert ratio > 1.3    # far outside 1 +- 3 s.e. (s.e. about 0.02-0.03 in the lesson)
 
 
+@pytest.mark.slow  # a few seconds: make test runs it, make test-fast does not
 def test_plant_no_saddle_in_the_glm_fails_the_scratch_ratio() -> None:
     """prop-bk-scratch: a from-scratch learner without a saddle (IE 1) is not 4x slower than fine-tuning."""
     d = 64

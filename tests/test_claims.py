@@ -344,6 +344,7 @@ def _book_ext():
     return importlib.import_module("lrkit_book")
 
 
+@pytest.mark.slow  # a few seconds: make test runs it, make test-fast does not
 def test_bibliography_labels_are_author_year_and_unique() -> None:
     ext = _book_ext()
     pybtex = pytest.importorskip("pybtex.database")

@@ -172,6 +172,7 @@ def test_the_scanner_ignores_code() -> None:
     assert colab.leftover_markup(_notebook(cell, nbformat.v4.new_code_cell("{glue:text}`x`"))) == []
 
 
+@pytest.mark.slow  # a few seconds: make test runs it, make test-fast does not
 def test_glue_formatting_matches_myst_nb() -> None:
     variables = pytest.importorskip("myst_nb.core.variables")
     for text, spec in [("0.123456", ".3f"), ("3", ""), ("'a, b'", "s"), ("12345.6", ".1e"), ("7", "d"),
@@ -179,6 +180,7 @@ def test_glue_formatting_matches_myst_nb() -> None:
         assert colab.format_plain_text(text, spec) == variables.format_plain_text(text, spec)
 
 
+@pytest.mark.slow  # a few seconds: make test runs it, make test-fast does not
 def test_every_real_lesson_and_exercise_converts_without_leftover_markup() -> None:
     """The course's own markup is all handled (glue values need the build: only those may be missing)."""
     book = colab.load_book(ROOT)

@@ -165,6 +165,7 @@ def test_mode_pair_gd_follows_the_hyperbola_and_the_flow() -> None:
     assert float((a * b - dl.unbalanced_trajectory(t, 1.5, 0.25, 0.0)).abs().max()) < 1e-3
 
 
+@pytest.mark.slow  # a few seconds: make test runs it, make test-fast does not
 @pytest.mark.parametrize("depth", [2, 3])
 def test_full_matrix_gd_is_the_scalar_recursion_and_lags_as_predicted(depth: int) -> None:
     s = torch.tensor([3.0, 1.0], dtype=torch.float64)

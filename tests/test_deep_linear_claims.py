@@ -60,6 +60,7 @@ def _aligned(c: float, lr: float, t_end: float) -> dl.DeepLinearRun:
                                 steps=math.ceil(t_end / lr), record_every=round(10 * 1e-3 / lr))
 
 
+@pytest.mark.slow  # a few seconds: make test runs it, make test-fast does not
 def test_unbalanced_claims_catch_the_balanced_formula() -> None:
     c = 0.05
     r1, r2 = _aligned(c, 1e-3, 4.0), _aligned(c, 5e-4, 4.0)

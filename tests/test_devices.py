@@ -87,6 +87,7 @@ def test_train_looks_at_the_host_once_per_check(steps: int) -> None:
     assert sum(rec.syncs.values()) <= steps // 50 + 5, rec.syncs
 
 
+@pytest.mark.slow  # a few seconds: make test runs it, make test-fast does not
 @pytest.mark.parametrize("steps", [10, 200])
 def test_finetune_lrs_looks_at_the_host_once_per_check(steps: int) -> None:
     base, data = task()

@@ -70,6 +70,7 @@ def test_second_moments_follow_the_float_dtype_of_the_device(setup: dict, monkey
 
 
 # --------------------------------------------------------------------------- Chapter 8: no per-step host sync
+@pytest.mark.slow  # a few seconds: make test runs it, make test-fast does not
 @pytest.mark.ch08
 @pytest.mark.parametrize("method", ["lora", "full"])
 def test_forgetting_sweep_reads_the_host_a_bounded_number_of_times(setup: dict, method: str,

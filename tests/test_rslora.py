@@ -180,6 +180,7 @@ def test_grad_norm_check_fails_when_the_scale_rule_is_ignored() -> None:
         lrkit.claim("test-grad", ratios(False), 1.0, statement="grad norm", kind="abs", tol=tol, quiet=True)
 
 
+@pytest.mark.slow  # a few seconds: make test runs it, make test-fast does not
 def test_slowdown_check_tells_sqrt_r_from_r() -> None:
     """Plant of the lesson's prop-rslora check: dynamics that really run r times slower fail it.
 

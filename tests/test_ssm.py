@@ -124,6 +124,7 @@ def test_feature_statistics_match_the_time_domain_and_one_pole() -> None:
     assert float(sig[0]) == pytest.approx(ssm.frequency_statistics(u, y, 0.9)[0], rel=1e-10)
 
 
+@pytest.mark.slow  # a few seconds: make test runs it, make test-fast does not
 def test_train_tied_follows_the_latent_laws_and_freeze_c_freezes() -> None:
     u = ssm.colored_noise(128, 0.0, 1, seed=1)
     y = ssm.ssm_fft(torch.tensor([0.5], **F64), torch.ones(1, **F64), torch.tensor([1.5], **F64), u, periodic=True)

@@ -39,6 +39,7 @@ def test_spectrum_claim_catches_sigma_uu_as_the_speed() -> None:
         lrkit.claim("prop-ssm-spectrum", meas, wrong, **kw)
 
 
+@pytest.mark.slow  # a few seconds: make test runs it, make test-fast does not
 def test_latent_claims_catch_wrong_exponents() -> None:
     u = ssm.colored_noise(128, 0.0, 1, seed=7)
     y = ssm.ssm_fft(*TEACHER, u, periodic=True)
