@@ -4,7 +4,8 @@ Every lesson starts with ``print(lrkit.describe_env())`` so a reader always know
 which device and which scale produced the numbers on the page.
 
 * device: CUDA if available, else Apple's MPS, else the CPU
-  (override with ``LRKIT_DEVICE=cpu|cuda|mps``);
+  (override with ``LRKIT_DEVICE=cpu|cuda|mps``); a lesson whose checks need float64 asks
+  ``get_device(needs_float64=True)`` and runs on the CPU where the device would be MPS;
 * scale: ``LRKIT_SCALE=small|full``; by default ``full`` on CUDA and ``small``
   otherwise. ``small`` fits a 2-core laptop in well under a minute per lesson,
   ``full`` reproduces the papers' regime on a GPU;
@@ -40,8 +41,16 @@ def _mps_available() -> bool:
     return bool(mps is not None and mps.is_available())
 
 
-def get_device() -> torch.device:
-    """The device every lesson creates its tensors on (``LRKIT_DEVICE`` overrides)."""
+FLOAT64_ON_CPU = ("this lesson's checks compare against theory to ~1e-9, which needs float64; "
+                  "MPS has none, so it runs on the CPU")
+
+# Set once a lesson asks for float64 on a machine whose device is MPS: from then on every
+# get_device() in this process (the library's defaults, describe_env, the claims ledger) says CPU.
+_float64_on_cpu = False
+
+
+def _chosen_device() -> torch.device:
+    """The device from ``LRKIT_DEVICE``, else CUDA, else MPS, else the CPU."""
     choice = os.environ.get("LRKIT_DEVICE", "").strip().lower()
     if choice:
         if choice not in DEVICES:
@@ -56,6 +65,25 @@ def get_device() -> torch.device:
     if _mps_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def get_device(needs_float64: bool = False) -> torch.device:
+    """The device every lesson creates its tensors on (``LRKIT_DEVICE`` overrides).
+
+    ``needs_float64=True`` is for a lesson whose claim checks need float64 (they compare
+    against theory to about 1e-9): where the device would be MPS, which has no float64, it
+    returns the CPU, prints one line saying why, and every later ``get_device()`` in this
+    process returns the CPU too, so the library's defaults and :func:`describe_env` agree
+    with the lesson. CUDA and the CPU are returned unchanged.
+    """
+    global _float64_on_cpu
+    dev = _chosen_device()
+    if dev.type != "mps":
+        return dev
+    if needs_float64:
+        print(f"lrkit: {FLOAT64_ON_CPU}.")
+        _float64_on_cpu = True
+    return torch.device("cpu") if _float64_on_cpu else dev
 
 
 def float_dtype(device: torch.device | str | None = None) -> torch.dtype:

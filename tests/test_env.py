@@ -95,3 +95,50 @@ def test_cpu_on_mps_runs_where_the_tensors_are_and_brings_results_back() -> None
 
     out = cpu_on_mps(lambda t: (Back(t.sum()), Back(t.mean())), OnMps())  # type: ignore[arg-type]
     assert out == ("moved", "moved") and sent == ["mps", "mps"]
+
+
+@pytest.fixture
+def fake_mps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A machine whose MPS backend is available and CUDA is not; no lesson has asked for float64 yet."""
+    import lrkit.env as env
+
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    monkeypatch.setattr(env, "_mps_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(env, "_float64_on_cpu", False)
+    monkeypatch.delenv("LRKIT_DEVICE", raising=False)
+
+
+@pytest.mark.parametrize("override", ["", "mps"])
+def test_needs_float64_runs_on_the_cpu_where_the_device_would_be_mps(
+        fake_mps: None, override: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from lrkit.env import FLOAT64_ON_CPU
+
+    if override:
+        monkeypatch.setenv("LRKIT_DEVICE", override)
+    assert lrkit.get_device() == torch.device("mps")          # a float32 lesson keeps MPS
+    assert capsys.readouterr().out == ""
+    assert lrkit.get_device(needs_float64=True) == torch.device("cpu")
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and FLOAT64_ON_CPU in out and "float64" in out and "MPS" in out
+    # from then on the whole process agrees: the library's defaults, describe_env, the claims ledger
+    assert lrkit.get_device() == torch.device("cpu") and "device=cpu" in lrkit.describe_env()
+    assert capsys.readouterr().out == ""                       # the line is printed once, by the asking call
+
+
+def test_needs_float64_leaves_cuda_and_the_cpu_alone(
+        fake_mps: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import lrkit.env as env
+
+    monkeypatch.setenv("LRKIT_DEVICE", "cpu")
+    assert lrkit.get_device(needs_float64=True) == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.delenv("LRKIT_DEVICE")
+    assert lrkit.get_device(needs_float64=True) == torch.device("cuda")   # auto: CUDA wins over MPS
+    monkeypatch.setenv("LRKIT_DEVICE", "cuda")
+    assert lrkit.get_device(needs_float64=True) == torch.device("cuda")
+    assert capsys.readouterr().out == "" and env._float64_on_cpu is False
+    monkeypatch.setenv("LRKIT_DEVICE", "mps")
+    monkeypatch.setattr(env, "_mps_available", lambda: False)             # no MPS: the same error as before
+    with pytest.raises(ValueError, match="MPS backend is not available"):
+        lrkit.get_device(needs_float64=True)
