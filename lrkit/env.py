@@ -41,8 +41,8 @@ def _mps_available() -> bool:
     return bool(mps is not None and mps.is_available())
 
 
-FLOAT64_ON_CPU = ("this lesson's checks compare against theory to ~1e-9, which needs float64; "
-                  "MPS has none, so it runs on the CPU")
+FLOAT64_ON_CPU = ("this lesson's checks compare against theory to ~1e-9 or below float32's precision, "
+                  "which needs float64; MPS has none, so it runs on the CPU")
 
 # Set once a lesson asks for float64 on a machine whose device is MPS: from then on every
 # get_device() in this process (the library's defaults, describe_env, the claims ledger) says CPU.
@@ -71,7 +71,8 @@ def get_device(needs_float64: bool = False) -> torch.device:
     """The device every lesson creates its tensors on (``LRKIT_DEVICE`` overrides).
 
     ``needs_float64=True`` is for a lesson whose claim checks need float64 (they compare
-    against theory to about 1e-9): where the device would be MPS, which has no float64, it
+    against theory to about 1e-9, or follow errors far below float32's precision): where the
+    device would be MPS, which has no float64, it
     returns the CPU, prints one line saying why, and every later ``get_device()`` in this
     process returns the CPU too, so the library's defaults and :func:`describe_env` agree
     with the lesson. CUDA and the CPU are returned unchanged.
