@@ -29,7 +29,9 @@ $(STAMP): pyproject.toml ci/constraints.txt
 venv: $(STAMP)
 
 # Tests run on JOBS workers (pytest-xdist; default: the machine's cores, at most 4), a file per
-# worker at a time (--dist loadfile), so a notebook's cells stay in one kernel. JOBS=0: one process.
+# worker (--dist loadfile): a notebook's cells stay in one kernel and a module's fixtures are built
+# once. (loadgroup would split files finer, but pytest-xdist 3.8 cannot rename pytest 9's node ids,
+# so its groups are silently ignored.) Lessons first: the longest files start first. JOBS=0: one process.
 JOBS ?= $(shell $(PYTHON) -c "import os; print(min(4, len(os.sched_getaffinity(0))))" 2>/dev/null || echo 2)
 XDIST := $(if $(filter 0,$(JOBS)),,-n $(JOBS) --dist loadfile)
 PYTEST := $(PY) -m pytest -q -p no:cacheprovider $(XDIST)
@@ -56,7 +58,7 @@ notebooks: $(STAMP)
 
 # One pytest over the unit tests and the lessons, so both workers stay busy to the end.
 test: $(STAMP)
-	$(PYTEST) --nbval-lax tests lessons --ignore=tests/fixtures
+	$(PYTEST) --nbval-lax lessons tests --ignore=tests/fixtures
 
 exercises: $(STAMP)
 	$(PY) -m lrkit.course make-exercises

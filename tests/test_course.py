@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import pytest
@@ -258,17 +259,24 @@ def test_huge_files_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 # --------------------------------------------------------------------------- running notebooks (real kernels)
 
 
-def _run(*sources: str, **kwargs: float) -> list[course.CellRecord]:
+def _run(*sources: str, **kwargs: Any) -> list[course.CellRecord]:
     return execute_cells(new_notebook(cells=[new_code_cell(s) for s in sources]), **kwargs)
 
 
 @pytest.mark.slow
 def test_a_hanging_cell_is_stopped_and_the_rest_still_runs() -> None:
-    start = time.monotonic()
-    records = _run("a = 1", "while True:\n    pass", "assert a == 1", "", timeout=60, cell_timeout=3)
+    start, kernels = time.monotonic(), []
+    records = _run("a = 1", "while True:\n    pass", "assert a == 1", "", timeout=60, cell_timeout=3,
+                   on_event=lambda kind, value: kernels.append(value) if kind == "kernel" else None)
     assert [r.status for r in records] == ["ok", "timeout", "ok", "ok"]
     assert "did not finish within 3 s" in records[1].message
     assert time.monotonic() - start < 20
+    # no kernel outlives the run: the spinning one was left running at full CPU before the fix
+    assert len(kernels) == 2 and all(isinstance(pid, int) for pid in kernels)
+    time.sleep(0.5)
+    alive = [pid for pid in kernels if Path(f"/proc/{pid}").exists()
+             and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()]
+    assert alive == [], f"kernels still running after execute_cells: {alive}"
 
 
 @pytest.mark.slow

@@ -106,7 +106,10 @@ def _run_attempt(nb: NotebookNode, skip: dict[int, CellRecord], deadline: float,
         records[i] = CellRecord(i, cell_key(nb.cells[i]), status, message)
         on_event("record", records[i])
 
-    with client.setup_kernel(cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **launch):
+    # cleanup_kc: nbclient keeps a kernel it did not create alive on exit (we pass our own manager);
+    # ours is shut down when the attempt ends, a hung or spinning one included.
+    with client.setup_kernel(cleanup_kc=True, cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, **launch):
         on_event("kernel", getattr(getattr(client.km, "provisioner", None), "pid", None))
         for i, cell in enumerate(nb.cells):
             if cell.cell_type != "code" or i in skip:
