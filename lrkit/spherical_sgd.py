@@ -24,6 +24,7 @@ import torch
 from ._validate import choice, positive_float, positive_int
 from .beyond_kernels_model import MODELS, Setting, outputs
 from .env import few_threads, float_dtype, generator, get_device, to_device_dtype
+from .progress import track
 from .runs import Divergence
 
 __all__ = ["Run", "simulate"]
@@ -55,14 +56,15 @@ class Run:
 def simulate(setting: Setting | list[Setting], dims: list[int], seeds: list[int], lr: float | list[float],
              max_steps: int, *, model: str = "network", threshold: float = 0.9, flip_start: bool = False,
              stop_fraction: float = 1.0, records: int = 200, stream_seed: int | None = None,
-             device: torch.device | str | None = None) -> Run:
+             device: torch.device | str | None = None, progress: bool | None = None) -> Run:
     """Spherical online SGD on ``u_hat`` for every ``(d, seed)`` pair at once (in reduced coordinates).
 
     ``setting`` is one :class:`Setting` or one per seed (e.g. :func:`faithful` draws); ``lr`` one value or
     one per ``d``. Runs until every chain has ``<u_hat, u> >= threshold`` or ``max_steps``; chains of
     different ``d`` share one tensor, padded to the largest ``d'`` and masked. ``flip_start`` starts from
     ``-u_hat_0``. Task draws use CPU generators seeded by ``seed``; the sample stream a generator on the
-    device seeded by ``stream_seed`` (default ``seeds[0]``): deterministic on the CPU.
+    device seeded by ``stream_seed`` (default ``seeds[0]``): deterministic on the CPU. ``progress``: a bar
+    over the steps (:mod:`lrkit.progress`'s rule; ``None``: full scale, not in the book build).
     """
     choice(model, "model", MODELS)
     dims = [positive_int(d, "d") for d in dims]
@@ -106,7 +108,7 @@ def simulate(setting: Setting | list[Setting], dims: list[int], seeds: list[int]
     every = max(1, max_steps // records)
     with few_threads(dev, 8.0 * len(conf) * (D + k)):
         ts, ms, m, hit, div, t = _chains(s0, model, lam, c, ch, mask, u, uh, eta, gen, max_steps, every, threshold,
-                                         stop_fraction, len(dims))
+                                         stop_fraction, len(dims), progress)
     d_arr = np.array([dims[i] for i, _ in conf])
     diverged, diverged_at = div.result()
     return Run(d=d_arr, seed=np.array([seeds[j] for _, j in conf]), m0=m0, steps_to=hit.cpu().numpy(),
@@ -117,7 +119,7 @@ def simulate(setting: Setting | list[Setting], dims: list[int], seeds: list[int]
 
 def _chains(s0: Setting, model: str, lam: torch.Tensor, c: torch.Tensor, ch: torch.Tensor, mask: torch.Tensor,
             u: torch.Tensor, uh: torch.Tensor, eta: torch.Tensor, gen: torch.Generator, max_steps: int, every: int,
-            threshold: float, stop_fraction: float, n_dims: int
+            threshold: float, stop_fraction: float, n_dims: int, progress: bool | None = None
             ) -> tuple[list[int], list[torch.Tensor], torch.Tensor, torch.Tensor, Divergence, int]:
     """The loop of :func:`simulate`, on the chains' device and dtype: every ``every`` steps the overlaps are
     recorded (on the device) and the one host read of the loop decides whether enough chains are done."""
@@ -127,7 +129,8 @@ def _chains(s0: Setting, model: str, lam: torch.Tensor, c: torch.Tensor, ch: tor
     div = Divergence(C, blowup=math.inf, device=dev)
     hit = torch.full_like(m, math.inf)
     ts, ms, t = [0], [m], 0
-    for t in range(1, max_steps + 1):
+    steps = track(range(1, max_steps + 1), progress, desc="spherical SGD")
+    for t in steps:
         g = torch.randn(C, k, generator=gen, device=dev, dtype=dt) * scale
         x = torch.randn(C, D, generator=gen, device=dev, dtype=dt) * mask
         dldb = outputs(s0.act, s0.xi, lam, c, ch, g, (x * u).sum(-1), (x * uh).sum(-1), model)[2]

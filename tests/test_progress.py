@@ -94,3 +94,28 @@ def test_track_advances_a_shown_bar_once_per_item(env) -> None:
     env.setattr(pg, "progress_bar", lambda total, enabled=None, desc="": Bar())
     assert list(pg.track([5, 6, 7], True)) == [5, 6, 7]
     assert seen == [1, 1, 1, "closed"]
+
+
+@pytest.mark.parametrize("run", ["pretrain", "spherical_sgd", "sweep"])
+def test_the_long_loops_show_a_bar_when_asked_and_are_silent_by_default(run: str, capsys) -> None:
+    pytest.importorskip("tqdm")
+    from lrkit import beyond_kernels as bk
+    from lrkit import forgetting as fg
+    from lrkit import sweep
+    from lrkit.spherical_sgd import simulate
+    from lrkit.transformer import GPTConfig
+
+    def go(progress: bool | None) -> None:
+        if run == "pretrain":
+            cfg = GPTConfig(vocab_size=8, block_size=4, n_layer=1, n_head=1, d_model=8)
+            fg.pretrain(cfg, fg.random_chains(2, 8, 2, seed=0), steps=3, lr=1e-2, batch=2, seed=0, progress=progress)
+        elif run == "spherical_sgd":
+            simulate(bk.aligned(3, "relu"), [8], [0], 0.01, 5, device="cpu", progress=progress)
+        else:
+            sweep.run_lora_sweep(sweep.lora_task(8, 4, 8, seed=0), [1e-3], steps=3, progress=progress)
+
+    go(None)  # small scale (the tests' default): silent
+    assert capsys.readouterr().err == ""
+    go(True)
+    err = capsys.readouterr().err
+    assert "it/s" in err or "it]" in err, err
