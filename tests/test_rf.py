@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
 import pytest
 import torch
+from lesson_helpers import lesson_sizes
 
 from lrkit import rf
 
@@ -19,20 +16,12 @@ def task() -> tuple[torch.Tensor, torch.Tensor]:
     return rf.power_law_task(500, 1.5, 1.2, device="cpu")
 
 
-def lesson_sizes(scale: str) -> dict[str, Any]:
-    """The lesson's sizes cell (``S = lrkit.by_scale(small=..., full=...)``) evaluated at ``scale``."""
-    nb = json.loads((Path(__file__).parents[1] / "lessons" / "07_random_features.ipynb").read_text())
-    [src] = ["".join(c["source"]) for c in nb["cells"] if "S = lrkit.by_scale(" in "".join(c["source"])]
-    ns: dict[str, Any] = {"lrkit": SimpleNamespace(by_scale=lambda small, full: {"small": small, "full": full}[scale]),
-                          "print": lambda *a: None}
-    exec(src, ns)
-    return ns["S"]  # type: ignore[no-any-return]
 
 
 def test_the_lesson_sizes_for_both_scales() -> None:
     assert not hasattr(rf, "sizes")  # sizes live in the lesson, not in the library
     for scale in ("small", "full"):
-        s = lesson_sizes(scale)
+        s = lesson_sizes("07_random_features", scale)
         assert s["n"] in s["ks"] or s["n"] < max(s["ks"])
         assert max(s["ks"]) <= s["modes"] and s["pool_n"] < s["pool"]
         assert list(s["ks"]) == sorted(s["ks"]) and list(s["ns"]) == sorted(s["ns"])

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
-from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+from lesson_helpers import lesson_sizes
 
 import lrkit
 from lrkit import sensing as sn
@@ -226,18 +224,10 @@ def test_type_errors_name_the_argument(sym: sn.SensingProblem) -> None:
         sn.adjoint(sym.Z, torch.zeros(7, dtype=torch.float64))
 
 
-def lesson_sizes(scale: str) -> dict[str, object]:
-    """The lesson's sizes cell (``S = lrkit.by_scale(small=..., full=...)``) evaluated at ``scale``."""
-    nb = json.loads((Path(__file__).parents[1] / "lessons" / "04_matrix_sensing.ipynb").read_text())
-    [src] = ["".join(c["source"]) for c in nb["cells"] if "S = lrkit.by_scale(" in "".join(c["source"])]
-    ns: dict[str, object] = {"lrkit": SimpleNamespace(by_scale=lambda small, full: {"small": small, "full": full}[scale]),
-                             "print": lambda *a: None}
-    exec(src, ns)
-    return ns["S"]  # type: ignore[return-value]
 
 
 def test_the_lesson_sizes_are_in_a_visible_cell_and_consistent() -> None:
-    small, full = lesson_sizes("small"), lesson_sizes("full")
+    small, full = lesson_sizes("04_matrix_sensing", "small"), lesson_sizes("04_matrix_sensing", "full")
     assert small["n"] == 20 and full["n"] == 50
     assert not hasattr(sn, "sizes")  # sizes live in the lesson, not in the library
     for S in (small, full):

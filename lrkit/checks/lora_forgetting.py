@@ -97,15 +97,23 @@ def check_intruders(fn: Callable[..., Any], seed: int = 0) -> None:
     passed("intruder_count")
 
 
+def _check_named_prediction(prediction: Any, allowed: tuple[str, ...], expected: str, name: str,
+                            finding: str, hint: str) -> None:
+    """A prediction that must be one of the strings ``allowed`` and equal ``expected``."""
+    if prediction not in allowed:
+        fail(f"the prediction should be {' or '.join(repr(a) for a in allowed)}", actual=prediction)
+    if prediction != expected:
+        fail(f"the prediction does not match what {finding} find", actual=prediction, hint=hint)
+    passed(name)
+
+
 def check_alignment_prediction(prediction: Any, seed: int = 0) -> None:
     """The prediction must name the method whose top singular vectors stay closer to the base: ``"full"``."""
-    if prediction not in ("lora", "full"):
-        fail("the prediction should be the string 'lora' or 'full'", actual=prediction)
-    if prediction != "full":
-        fail("the prediction does not match what the papers (and the chapter) find", actual=prediction,
-             hint="a low-rank adapter must put its whole update into r directions; full fine-tuning spreads "
-                  "many small changes over the existing ones. Which one creates new top directions?")
-    passed("alignment prediction")
+    _check_named_prediction(prediction, ("lora", "full"), "full", "alignment prediction",
+                            "the papers (and the chapter)",
+                            "a low-rank adapter must put its whole update into r directions; full fine-tuning "
+                            "spreads many small changes over the existing ones. Which one creates new top "
+                            "directions?")
 
 
 def check_input_weighted_rank(fn: Callable[..., Any], seed: int = 0) -> None:
@@ -150,13 +158,10 @@ def check_input_weighted_rank(fn: Callable[..., Any], seed: int = 0) -> None:
 
 def check_rank_prediction(prediction: Any, seed: int = 0) -> None:
     """``"smaller"``: the input-weighted rank of full fine-tuning's update is below its raw rank."""
-    if prediction not in ("smaller", "equal", "larger"):
-        fail("the prediction should be 'smaller', 'equal' or 'larger'", actual=prediction)
-    if prediction != "smaller":
-        fail("the prediction does not match what the chapter finds", actual=prediction,
-             hint="Adam moves every weight, including directions the target inputs barely excite; "
-                  "what happens to those directions once they are weighted by Sigma^{1/2}?")
-    passed("rank prediction")
+    _check_named_prediction(prediction, ("smaller", "equal", "larger"), "smaller", "rank prediction",
+                            "the chapter's measurements",
+                            "Adam moves every weight, including directions the target inputs barely excite; "
+                            "what happens to those directions once they are weighted by Sigma^{1/2}?")
 
 
 def check_scale_intruders(fn: Callable[..., Any], seed: int = 0) -> None:
