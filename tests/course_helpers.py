@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import nbformat
+import torch
 from nbformat import NotebookNode
 
 from lrkit.course import HIDDEN, SOLUTION, cell_key, generate_exercise, read_notebook, regions
@@ -150,8 +151,13 @@ def run_forked(solution_nb: Path, nb: NotebookNode, body: Callable[[dict[str, An
     The setup cells (before the first exercise) of the solved copy of ``solution_nb`` run once in
     this process; ``nb`` (an edit of that copy, or the exercise notebook) must share them exactly.
     Each call forks, so nothing ``body`` does (edited definitions, reloaded or monkeypatched checks,
-    the global random stream) reaches this process or the next test. POSIX only (fork).
+    the global random stream) reaches this process or the next test. POSIX only (fork); sets
+    this process to one torch thread (see the comment below).
     """
+    # One intra-op thread in this process from here on: a child forked from a process whose OpenMP
+    # pool has run with several threads deadlocks in its first parallel region (GNU libgomp), which
+    # a plain `pytest` without OMP_NUM_THREADS=1 hit in the chapters' checks.
+    torch.set_num_threads(1)
     prefix, ns = _setup_namespace(solution_nb)
     assert notebook_prefix(nb, _exercise_start(nb)) == prefix, "the notebook's setup differs from the solution's"
     read, write = os.pipe()
