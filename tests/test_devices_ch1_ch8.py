@@ -13,25 +13,19 @@ import numpy as np
 import pytest
 import torch
 from device_helpers import recording
+from forgetting_helpers import CFG, tiny_task
 
 from lrkit import forgetting as fg
 from lrkit import forgetting_measures as fm
 from lrkit import rslora as rs
 from lrkit.runs import RunResult
-from lrkit.transformer import GPTConfig
 
-CFG = GPTConfig(vocab_size=12, block_size=8, n_layer=1, n_head=2, d_model=16)
 BAD = 1e30   # an Adam rate that overflows: the final LayerNorm bounds the loss, so only inf/NaN can diverge
 
 
 @pytest.fixture(scope="module")
 def setup() -> dict:
-    P = fg.random_chains(3, CFG.vocab_size, 3, seed=0)
-    model, _ = fg.pretrain(CFG, P[:2], steps=20, lr=1e-2, batch=8, seed=0)
-    train = fg.sample_sequences(P[2:], 64, CFG.block_size, seed=1)
-    evals = {"target": fg.sample_sequences(P[2:], 16, CFG.block_size, seed=2),
-             "source": fg.sample_sequences(P[:2], 16, CFG.block_size, seed=3)}
-    return dict(P=P, model=model, train=train, evals=evals)
+    return tiny_task(pretrain_steps=20)
 
 
 def sweep(setup: dict, method: str, steps: int, lrs: list[float]) -> fg.Sweep:

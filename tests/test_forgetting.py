@@ -7,23 +7,17 @@ import math
 
 import pytest
 import torch
+from forgetting_helpers import tiny_task
 
 from lrkit import add_lora, lora_layers, spectra
 from lrkit import forgetting as fg
 from lrkit.env import generator
-from lrkit.transformer import ALL_TARGETS, GPTConfig, next_token_loss
-
-CFG = GPTConfig(vocab_size=12, block_size=8, n_layer=1, n_head=2, d_model=16)
+from lrkit.transformer import ALL_TARGETS, next_token_loss
 
 
 @pytest.fixture(scope="module")
 def setup() -> dict:
-    P = fg.random_chains(3, CFG.vocab_size, 3, seed=0)
-    model, losses = fg.pretrain(CFG, P[:2], steps=30, lr=1e-2, batch=8, seed=0)
-    train = fg.sample_sequences(P[2:], 64, CFG.block_size, seed=1)
-    evals = {"target": fg.sample_sequences(P[2:], 16, CFG.block_size, seed=2),
-             "source": fg.sample_sequences(P[:2], 16, CFG.block_size, seed=3)}
-    return dict(P=P, model=model, losses=losses, train=train, evals=evals)
+    return tiny_task(pretrain_steps=30)
 
 
 def test_chains_are_sparse_stochastic_matrices() -> None:
