@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,7 +22,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from lrkit.course import grade_folder
-from lrkit.course.sandbox import Limits, detect
+from lrkit.course.sandbox import SHARED, Limits, detect
 
 pytestmark = pytest.mark.slow
 
@@ -98,10 +100,12 @@ def graded(tmp_path_factory: pytest.TempPathFactory) -> dict:
                         f"        subprocess.Popen(['sleep', '30', '{MARK}'], start_new_session=True)\n"
                         "    except OSError:\n        break"),
         "memory": submission("blob = bytearray(8 * 2**30)\nreturn 42"),
-        "plants_package": attack("import os\nfor where in ['.', '..', os.path.expanduser('~')]:\n    try:\n"
-                                 "        os.makedirs(os.path.join(where, 'lrkit'), exist_ok=True)\n"
+        # '..' of its scratch folder is /tmp; /tmp, /var/tmp, /dev/shm and /run/lock are world-writable
+        "plants_package": attack("import os\nfor where in ['.', '..', os.path.expanduser('~'), "
+                                 + ", ".join(map(repr, SHARED)) + "]:\n"
+                                 "    try:\n        os.makedirs(os.path.join(where, 'lrkit'), exist_ok=True)\n"
                                  "        open(os.path.join(where, 'lrkit', '__init__.py'), 'w').write("
-                                 "'raise SystemExit(0)')\n    except OSError:\n        pass"),
+                                 f"'raise SystemExit(0)  # {MARK}')\n    except OSError:\n        pass"),
     }
     for name, nb in attacks.items():
         nbformat.write(nb, subs / f"{name}.ipynb")
@@ -141,8 +145,10 @@ def test_nothing_outside_the_sandbox_was_written(graded: dict) -> None:
     assert not graded["spy"].exists()
     assert "BEGIN SOLUTION" in graded["sol"].read_text()
     assert MARK not in graded["out"].read_text()
-    assert not (graded["out"].parent / "lrkit").exists() and not (Path.cwd() / "lrkit" / "__init__.py").read_text(
-    ).startswith("raise SystemExit")
+    # the planted package: not next to the scores, in this checkout, the grader's home or any world-writable folder
+    places = [graded["out"].parent, Path.cwd(), Path.home(), Path(tempfile.gettempdir()), *map(Path, SHARED)]
+    planted = [p / "lrkit" / "__init__.py" for p in places]
+    assert [p for p in planted if p.is_file() and MARK in p.read_text()] == []
 
 
 def test_no_process_outlives_the_grading(graded: dict) -> None:
@@ -173,3 +179,31 @@ def test_without_a_sandbox_grading_goes_on_with_a_warning(tmp_path: Path) -> Non
                           capture_output=True, text=True, timeout=200, env=dict(os.environ))
     assert proc.stdout.strip() == "2.0", proc.stderr[-2000:]
     assert "WARNING: no sandbox" in proc.stderr and "WARNING: no sandbox" in (tmp_path / "g.csv").read_text()
+
+
+@pytest.mark.skipif(BOX.mode != "namespace", reason="the private world-writable folders are the namespace mode's")
+def test_a_kernel_sees_a_checkout_in_tmp_but_not_its_hidden_folder_and_writes_only_a_private_tmp(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from lrkit.course import sandbox
+
+    checkout = Path(tempfile.mkdtemp(prefix="lrkit-checkout-"))  # under /tmp, as a fresh clone often is
+    try:
+        os.chmod(checkout, 0o755)
+        (checkout / "module.py").write_text("VALUE = 7\n")
+        (checkout / "solutions").mkdir(mode=0o755)
+        (checkout / "solutions" / "answer.txt").write_text("42")
+        monkeypatch.setattr(sandbox, "_needed", lambda: [checkout])
+        box = detect(hidden=[checkout / "solutions"]).prepare(0)
+        code = ("import os, sys\nsys.path.insert(0, sys.argv[1])\nimport module\nprint('module', module.VALUE)\n"
+                "try:\n    print('hidden', os.listdir(os.path.join(sys.argv[1], 'solutions')))\n"
+                "except OSError as e:\n    print('hidden', type(e).__name__)\n"
+                f"open('/tmp/{MARK}', 'w').write('x')\nprint('tmp', os.listdir('/tmp'))")
+        try:
+            out = subprocess.run(box.command([sys.executable, "-c", code, str(checkout)]), capture_output=True,
+                                 text=True, timeout=60, preexec_fn=box.preexec()).stdout
+        finally:
+            box.cleanup()
+        assert "module 7" in out and "hidden PermissionError" in out, out
+        assert MARK in out and not (Path("/tmp") / MARK).exists()  # written, but to the kernel's own /tmp
+    finally:
+        shutil.rmtree(checkout)
