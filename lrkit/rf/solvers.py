@@ -70,9 +70,15 @@ def solve_log(fn: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], t
 
 
 def z_and_slope(lam: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``z(g)`` and ``dz/dg = -sum_i lambda_i / (lambda_i + g)^2`` for ``g`` of shape ``(B,)``."""
-    r = lam / (lam + g[:, None])
-    return r.sum(-1), -(r * r / lam).sum(-1)
+    """``z(g) = sum_i lambda_i / (lambda_i + g)`` and ``dz/dg = -sum_i lambda_i / (lambda_i + g)^2``
+    for ``g`` of shape ``(B,)`` and ``lam`` of shape ``(M,)``.
+
+    Both sums are matrix-vector products with ``1 / (lambda + g)`` of shape ``(B, M)``, made in
+    place: this is the solvers' inner loop.
+    """
+    inv = (lam + g[:, None]).reciprocal_()
+    z = inv @ lam
+    return z, -(inv.square_() @ lam)
 
 
 def kappa_flat(lam: torch.Tensor, n: torch.Tensor, ridge: torch.Tensor) -> torch.Tensor:
