@@ -28,6 +28,7 @@ from planted import CHAPTERS
 import lrkit.checks
 from lrkit import course
 from lrkit.course import read_notebook
+from lrkit.course.markup import HIDDEN, regions
 
 PLANTED = [(chapter, *p) for chapter, (_, _, planted) in CHAPTERS.items() for p in planted]
 PLANTED_IDS = [f"{p[0][:2]}:{p[2]}:{p[4][:30]}" for p in PLANTED]
@@ -153,14 +154,23 @@ def test_planted_mistakes_fail_the_plain_hidden_asserts_even_with_every_check_de
                 if name.startswith("check_"):
                     setattr(module, name, lambda *args, **kwargs: None)
         importlib.reload = lambda module: module  # the hidden tests' reload is defeated too (in the child)
-        exec(cell(read_notebook(solution_nb(chapter)), grade_id).source, ns)
+        exec(hidden_tests(cell(read_notebook(solution_nb(chapter)), grade_id).source), ns)
 
     out = run_forked(solution_nb(chapter), nb, body)
-    # a plain assert, or the learner's own error on the hand example
+    # a plain assert, or the learner's own error on the hand example, inside the hidden tests themselves
+    # (the cell's visible experiment above them is not run: it prints, it does not grade)
     assert out.kind is not None and (out.assertion or out.runtime) and out.kind != "CheckFailed", out
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS)
+def hidden_tests(source: str) -> str:
+    """The lines of a graded cell's hidden-test regions (markers excluded)."""
+    lines = source.split("\n")
+    found = [ln for begin, end in regions(lines, HIDDEN) for ln in lines[begin + 1:end]]
+    assert found, "a graded cell without hidden tests"
+    return "\n".join(found)
+
+
 def test_every_planted_mistake_is_a_real_edit_of_the_solution(chapter: str) -> None:
     nb, ids = solved(chapter), graded_ids(chapter)
     planted = CHAPTERS[chapter][2]
