@@ -110,6 +110,13 @@ def _read_lines(stream: Any, sink: list[str]) -> None:
         sink.append(line)
 
 
+# The worker's command line (``python -P -c WORKER_BOOT _worker ...``). It imports no torch (lrkit's
+# names load lazily). It also skips rfc3987_syntax: jsonschema, which nbformat imports, would build
+# that package's IRI grammar at import (1.3 s per submission), for a format no notebook schema uses.
+WORKER_BOOT = ("import sys; sys.modules.setdefault('rfc3987_syntax', None); "
+               "from lrkit.course.cli import main; sys.exit(main())")
+
+
 def grade_submission(solution_path: Path, submission_path: Path, timeout: float = 300,
                      cell_timeout: float = 60, sandbox: Sandbox | None = None, index: int = 0) -> Grade:
     """Grade one submission in a separate worker process, its kernel inside ``sandbox``.
@@ -125,7 +132,7 @@ def grade_submission(solution_path: Path, submission_path: Path, timeout: float 
     lines: list[str] = []
     with tempfile.TemporaryDirectory(prefix="lrkit-worker-") as cwd:
         read_fd, write_fd = os.pipe()
-        cmd = [sys.executable, "-P", "-m", "lrkit.course", "_worker", str(solution_path), str(submission_path),
+        cmd = [sys.executable, "-P", "-c", WORKER_BOOT, "_worker", str(solution_path), str(submission_path),
                str(write_fd), "--timeout", str(timeout), "--cell-timeout", str(cell_timeout), "--sandbox", spec]
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True, env=kernel_env(), cwd=cwd, pass_fds=(write_fd,))
