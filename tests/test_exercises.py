@@ -162,7 +162,6 @@ def test_planted_mistakes_fail_the_plain_hidden_asserts_even_with_every_check_de
     assert out.kind is not None and (out.assertion or out.runtime) and out.kind != "CheckFailed", out
 
 
-@pytest.mark.parametrize("chapter", CHAPTERS)
 def hidden_tests(source: str) -> str:
     """The lines of a graded cell's hidden-test regions (markers excluded)."""
     lines = source.split("\n")
@@ -171,6 +170,7 @@ def hidden_tests(source: str) -> str:
     return "\n".join(found)
 
 
+@pytest.mark.parametrize("chapter", CHAPTERS)
 def test_every_planted_mistake_is_a_real_edit_of_the_solution(chapter: str) -> None:
     nb, ids = solved(chapter), graded_ids(chapter)
     planted = CHAPTERS[chapter][2]
