@@ -22,7 +22,8 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from lrkit.course import grade_folder
-from lrkit.course.sandbox import SHARED, Limits, detect
+from lrkit.course.sandbox import Limits, detect
+from lrkit.course.sandbox_mounts import SHARED
 
 pytestmark = pytest.mark.slow
 
@@ -182,28 +183,36 @@ def test_without_a_sandbox_grading_goes_on_with_a_warning(tmp_path: Path) -> Non
 
 
 @pytest.mark.skipif(BOX.mode != "namespace", reason="the private world-writable folders are the namespace mode's")
-def test_a_kernel_sees_a_checkout_in_tmp_but_not_its_hidden_folder_and_writes_only_a_private_tmp(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("where", ["open", "closed", "behind a closed folder"])
+def test_a_kernel_reaches_a_checkout_in_tmp_but_not_its_hidden_folder_and_writes_only_a_private_tmp(
+        monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    """A checkout under /tmp (covered in the sandbox): open (0755), closed (0700, as `mktemp -d`
+    makes it) or inside a closed folder (a checkout in /root). A file beside it stays unseen."""
     from lrkit.course import sandbox
 
-    checkout = Path(tempfile.mkdtemp(prefix="lrkit-checkout-"))  # under /tmp, as a fresh clone often is
+    outer = Path(tempfile.mkdtemp(prefix="lrkit-outer-"))
+    checkout = outer / "course"
     try:
-        os.chmod(checkout, 0o755)
+        os.chmod(outer, 0o700 if where == "behind a closed folder" else 0o755)
+        checkout.mkdir(mode=0o700 if where == "closed" else 0o755)
+        (outer / "secret.txt").write_text("secret")
         (checkout / "module.py").write_text("VALUE = 7\n")
         (checkout / "solutions").mkdir(mode=0o755)
         (checkout / "solutions" / "answer.txt").write_text("42")
-        monkeypatch.setattr(sandbox, "_needed", lambda: [checkout])
+        needed = sandbox._needed()
+        monkeypatch.setattr(sandbox, "_needed", lambda: [*needed, checkout])
         box = detect(hidden=[checkout / "solutions"]).prepare(0)
         code = ("import os, sys\nsys.path.insert(0, sys.argv[1])\nimport module\nprint('module', module.VALUE)\n"
-                "try:\n    print('hidden', os.listdir(os.path.join(sys.argv[1], 'solutions')))\n"
-                "except OSError as e:\n    print('hidden', type(e).__name__)\n"
+                "for p in (os.path.join(sys.argv[1], 'solutions'), os.path.join(sys.argv[2], 'secret.txt')):\n"
+                "    try:\n        print('read', p, os.listdir(p) if os.path.isdir(p) else open(p).read())\n"
+                "    except OSError as e:\n        print('refused', type(e).__name__)\n"
                 f"open('/tmp/{MARK}', 'w').write('x')\nprint('tmp', os.listdir('/tmp'))")
         try:
-            out = subprocess.run(box.command([sys.executable, "-c", code, str(checkout)]), capture_output=True,
-                                 text=True, timeout=60, preexec_fn=box.preexec()).stdout
+            out = subprocess.run(box.command([sys.executable, "-c", code, str(checkout), str(outer)]),
+                                 capture_output=True, text=True, timeout=60, preexec_fn=box.preexec()).stdout
         finally:
             box.cleanup()
-        assert "module 7" in out and "hidden PermissionError" in out, out
+        assert "module 7" in out and "read" not in out and out.count("refused") == 2, out
         assert MARK in out and not (Path("/tmp") / MARK).exists()  # written, but to the kernel's own /tmp
     finally:
-        shutil.rmtree(checkout)
+        shutil.rmtree(outer)

@@ -10,7 +10,8 @@ Three modes, the strongest available first (:func:`detect`):
     ``setpriv`` drops it to a user id of its own (no group, ``no_new_privs``), so it can write
     only its scratch folder and its own private, empty, size-limited copies of the world-writable
     folders (``/tmp``, ``/var/tmp``, ``/dev/shm``, ``/run/lock``), and every process of that user
-    id is killed at the end.
+    id is killed at the end. Its checkout and Python stay reachable even behind a folder only
+    root may enter (:mod:`lrkit.course.sandbox_mounts`).
 
 ``"bwrap"`` (not root, bubblewrap installed)
     ``bwrap`` with the whole file system read-only, ``/tmp`` private, the hidden folders covered,
@@ -39,10 +40,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .sandbox_mounts import namespace_mounts
+
 __all__ = ["Limits", "Sandbox", "detect", "processes_of_uid"]
 
-# world-writable folders: a namespace-mode kernel gets private empty ones (Sandbox._cover_shared)
-SHARED = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
 UID_BASE = 200_000  # user ids of sandboxed kernels: UID_BASE + a per-kernel number (no passwd entry)
 
 
@@ -116,37 +117,12 @@ class Sandbox:
             return cmd + list(argv)
         drop = (f"exec setpriv --reuid={self.uid} --regid={self.uid} --clear-groups --no-new-privs "
                 f"--inh-caps=-all --bounding-set=-all -- ")
-        script = (f"{self._cover_shared()}; mount -t proc proc /proc; cd {_sh(scratch)} && "
+        assert self.scratch is not None, "prepare() the sandbox first"
+        mounts = namespace_mounts(self.scratch, _needed(), self.hidden, max(self.limits.file_size, 16 * 2**20))
+        script = (f"{mounts}; mount -t proc proc /proc; cd {_sh(scratch)} && "
                   f"{drop}{' '.join(_sh(a) for a in argv)}")
         return ["unshare", "--mount", "--pid", "--fork", "--kill-child", "--propagation", "private",
                 "--", "sh", "-c", script]
-
-    def _cover_shared(self) -> str:
-        """The shell lines (namespace mode, run as root in the new mount namespace) that give the
-        kernel a private, empty, size-limited copy of every world-writable folder (:data:`SHARED`)
-        and cover the hidden folders.
-
-        The kernel's own user id could otherwise write there, where the grader and the machine's
-        other users read (a planted ``/tmp/lrkit/__init__.py`` is imported by any script run from
-        ``/tmp``). What the kernel needs under a covered folder (its scratch folder, Python, lrkit:
-        a checkout in ``/tmp``) is opened first and bound back through ``/proc/self/fd``; the hidden
-        folders are covered last, so that one inside a bound-back checkout stays hidden.
-        """
-        assert self.scratch is not None
-        shared = [d for d in SHARED if os.path.isdir(d) and not os.path.islink(d)]
-        back = [self.scratch, *(p for p in _needed() if p.exists())]
-        back = [p for p in back if any(Path(d) in p.parents for d in shared)]
-        size = max(self.limits.file_size, 16 * 2**20)
-        lines = [f"exec {3 + i}< {_sh(str(p))}" for i, p in enumerate(back)]
-        lines += [f"mount -t tmpfs -o size={size},mode=1777 none {_sh(d)}" for d in shared]
-        for i, p in enumerate(back):
-            ro = "" if p == self.scratch else f" && mount -o remount,bind,ro {_sh(str(p))}"
-            make = f"mkdir -p {_sh(str(p))}" if p.is_dir() else f"mkdir -p {_sh(str(p.parent))} && : > {_sh(str(p))}"
-            lines.append(f"{make} && mount --no-canonicalize --bind /proc/self/fd/{3 + i} {_sh(str(p))}{ro}")
-        lines += [f"exec {3 + i}<&-" for i in range(len(back))]
-        lines += [f"if [ -d {_sh(h)} ]; then mount -t tmpfs -o size=1m,mode=0 none {_sh(h)}; fi"
-                  for h in map(str, self.hidden)]
-        return "; ".join(lines)
 
     def preexec(self) -> Callable[[], None]:
         """The ``preexec_fn`` that applies the limits (process limit only with an own user id)."""
