@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from ._validate import blowup_factor, broadcast, check_seed, positive_float, positive_int
-from .env import few_threads, float_dtype
+from .env import cpu_seeded, few_threads, float_dtype
 from .fit import ExponentFit, fit_power_law
 from .init import INIT_SCHEMES, init_lora_
 from .lora_task import LoRATask, lora_task
@@ -134,8 +134,7 @@ def init_factors(init: Sequence[str], seed: Sequence[int], rank: int, n: int, sc
     B = torch.empty(K, n, rank)
     dummy = torch.empty(0)
     for k in range(K):
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed[k])
+        with cpu_seeded(seed[k]):
             init_lora_(A[k], B[k], dummy, scaling, init[k])
     return A.to(device), B.to(device)
 

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._validate import positive_int
+from .env import cpu_seeded
 
 __all__ = ["GPTConfig", "GPT", "ATTN", "MLP_TARGETS", "ALL_TARGETS", "next_token_loss", "projection_names"]
 
@@ -121,8 +122,7 @@ class GPT(nn.Module):
         if not isinstance(cfg, GPTConfig):
             raise TypeError(f"cfg must be a GPTConfig, got {type(cfg).__name__}")
         self.cfg = cfg
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with cpu_seeded(seed):
             self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
             self.pos_emb = nn.Embedding(cfg.block_size, cfg.d_model)
             self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))

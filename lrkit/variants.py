@@ -166,7 +166,7 @@ def matrix_lora_run(W0: torch.Tensor, W_star: torch.Tensor, rank: int, init: str
         base = nn.Linear(W0.shape[1], W0.shape[0], bias=False).to(W0.dtype)
         with torch.no_grad():
             base.weight.copy_(W0)
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)  # the CPU stream only: no GPU stream is reseeded
         layer = LoRALinear(base, rank, init="pissa" if init == "pissa" else "A")
     if init == "lora_ga":
         lora_ga_init_(layer, (W0 - W_star).detach(), form="authors", svd="exact")

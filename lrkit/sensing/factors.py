@@ -30,7 +30,7 @@ import math
 import torch
 
 from .._validate import positive_float, positive_int
-from ..env import cpu_on_mps, generator
+from ..env import cpu_on_mps, cpu_seeded, generator
 from ..init import init_lora_
 from .problem import DTYPE, SensingProblem
 
@@ -85,8 +85,7 @@ def init_lora_factors(n1: int, n2: int, r: int, init: str = "A", seed: int = 0
         raise ValueError(f"init must be one of {LORA_INITS} (Init[A] or Init[B]), got {init!r}")
     A = torch.empty(r, n2, dtype=DTYPE)
     B = torch.empty(n1, r, dtype=DTYPE)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with cpu_seeded(seed):
         init_lora_(A, B, torch.zeros(n1, n2, dtype=DTYPE), 1.0, init)
     return B, A
 
