@@ -264,6 +264,19 @@ def _run(*sources: str, **kwargs: Any) -> list[course.CellRecord]:
 
 
 @pytest.mark.slow
+def test_a_kernel_that_dies_at_start_is_reported_with_its_last_words(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # the kernel's Python imports this at start, writes to stderr and exits before it can reply
+    (tmp_path / "sitecustomize.py").write_text("import sys\nsys.stderr.write('lrkit-probe: cannot start')\n"
+                                               "sys.stderr.flush()\nimport os\nos._exit(3)\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    records = _run("a = 1", "b = 2", timeout=30, cell_timeout=20)
+    assert [r.status for r in records] == ["not-run", "not-run"]
+    assert "the kernel could not run the notebook" in records[0].message
+    assert "stderr ended with: lrkit-probe: cannot start" in records[0].message, records[0].message
+
+
+@pytest.mark.slow
 def test_a_hanging_cell_is_stopped_and_the_rest_still_runs() -> None:
     start, kernels = time.monotonic(), []
     records = _run("a = 1", "while True:\n    pass", "assert a == 1", "", timeout=60, cell_timeout=3,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -65,6 +66,29 @@ class _SandboxedKernelManager(AsyncKernelManager):
             self.sandbox.give(Path(self.connection_file))
 
 
+class _Tail:
+    """The last ``keep`` characters written to a pipe (a kernel's stderr), drained by a thread."""
+
+    def __init__(self, keep: int = 1500) -> None:
+        self.read_fd, self.write_fd = os.pipe()
+        self.keep, self.text, self.closed = keep, "", False
+        self.thread = threading.Thread(target=self._drain, daemon=True)
+        self.thread.start()
+
+    def _drain(self) -> None:
+        with os.fdopen(self.read_fd, "rb") as f:
+            for chunk in iter(lambda: f.read1(4096), b""):
+                self.text = (self.text + chunk.decode("utf-8", "replace"))[-self.keep:]
+
+    def close(self) -> str:
+        """Close this process's write end and return the tail read so far (waits at most 2 s)."""
+        if not self.closed:
+            self.closed = True
+            os.close(self.write_fd)
+            self.thread.join(timeout=2)
+        return self.text.strip()
+
+
 def _error_message(content: dict[str, Any]) -> str:
     """``"Name: message"`` of an execute reply's error (the message cut at 2000 characters)."""
     ename, evalue = str(content.get("ename", "Error")), str(content.get("evalue", ""))
@@ -114,11 +138,7 @@ def _run_attempt(nb: NotebookNode, skip: dict[int, CellRecord], deadline: float,
         records[i] = CellRecord(i, cell_key(nb.cells[i]), status, message)
         on_event("record", records[i])
 
-    # cleanup_kc: nbclient keeps a kernel it did not create alive on exit (we pass our own manager);
-    # ours is shut down when the attempt ends, a hung or spinning one included.
-    with client.setup_kernel(cleanup_kc=True, cwd=cwd, env=env, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL, **launch):
-        on_event("kernel", getattr(getattr(client.km, "provisioner", None), "pid", None))
+    def run_cells() -> int | None:
         for i, cell in enumerate(nb.cells):
             if cell.cell_type != "code" or i in skip:
                 continue
@@ -146,7 +166,24 @@ def _run_attempt(nb: NotebookNode, skip: dict[int, CellRecord], deadline: float,
             content = replies.get(i, {}).get("content", {})
             ok = content.get("status") == "ok"
             record(i, "ok" if ok else "error", "" if ok else _error_message(content))
-    return None
+        return None
+
+    # cleanup_kc: nbclient keeps a kernel it did not create alive on exit (we pass our own manager);
+    # ours is shut down when the attempt ends, a hung or spinning one included. The kernel's stderr
+    # goes to a pipe whose tail a failure to start reports (an import error, a sandbox that failed).
+    tail = _Tail()
+    try:
+        with client.setup_kernel(cleanup_kc=True, cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+                                 stderr=tail.write_fd, **launch):
+            on_event("kernel", getattr(getattr(client.km, "provisioner", None), "pid", None))
+            return run_cells()
+    except Exception as e:
+        last = tail.close()
+        if last:
+            raise RuntimeError(f"{e}; the kernel's stderr ended with: {last}") from e
+        raise
+    finally:
+        tail.close()
 
 
 def execute_cells(nb: NotebookNode, *, timeout: float = 300, cell_timeout: float = 60, cwd: str | None = None,
