@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from ._validate import positive_float, positive_int
+from .env import cpu_seeded
 from .galore import GaLoreAdamW
 from .lora import LoRALinear
 
@@ -162,11 +163,11 @@ def matrix_lora_run(W0: torch.Tensor, W_star: torch.Tensor, rank: int, init: str
     steps, lr = positive_int(steps, "steps"), positive_float(lr, "lr")
     if optimizer not in ("sgd", "adam"):
         raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
-    with torch.random.fork_rng(devices=[]):  # seeded draws; the caller's global stream is left as it was
-        base = nn.Linear(W0.shape[1], W0.shape[0], bias=False).to(W0.dtype)
-        with torch.no_grad():
-            base.weight.copy_(W0)
-        torch.default_generator.manual_seed(seed)  # the CPU stream only: no GPU stream is reseeded
+    base = nn.utils.skip_init(  # type: ignore[no-untyped-call]  # built without drawing: W0 replaces it
+        nn.Linear, W0.shape[1], W0.shape[0], bias=False, dtype=W0.dtype)
+    with torch.no_grad():
+        base.weight.copy_(W0)
+    with cpu_seeded(seed):  # seeded draws; the caller's stream is left as it was
         layer = LoRALinear(base, rank, init="pissa" if init == "pissa" else "A")
     if init == "lora_ga":
         lora_ga_init_(layer, (W0 - W_star).detach(), form="authors", svd="exact")

@@ -108,18 +108,18 @@ def kernel_env() -> dict[str, str]:
 
 def _run_attempt(nb: NotebookNode, skip: dict[int, CellRecord], deadline: float, cell_timeout: float, cwd: str,
                  records: dict[int, CellRecord], on_event: Callable[[str, Any], None],
-                 sandbox: Sandbox | None = None, sockets: str | None = None) -> int | None:
+                 sandbox: Sandbox | None, sockets: str) -> int | None:
     """Run every code cell not in ``skip`` in one fresh kernel; the index of a fatal cell, if any.
 
-    The kernel talks over Unix sockets in ``sockets`` (the sandbox's scratch folder, which the
-    kernel owns), not TCP ports: kernels started at the same moment (``grade --jobs``, a busy
+    The kernel talks over Unix sockets in the private folder ``sockets`` (with a sandbox, its
+    scratch folder, which the kernel owns), not TCP ports: kernels started at the same moment (``grade --jobs``, a busy
     machine) could otherwise pick the same free port, and one of them dies at start.
     """
     replies: dict[int, dict[str, Any]] = {}
     if sandbox is not None and sandbox.scratch is not None:
         sockets = str(sandbox.scratch)
     km = _SandboxedKernelManager(kernel_name=KERNEL_NAME, transport="ipc",
-                                 ip=str(Path(sockets or tempfile.gettempdir()) / "kernel-ipc"))
+                                 ip=str(Path(sockets) / "kernel-ipc"))
     launch: dict[str, Any] = {}
     env = kernel_env()
     if sandbox is not None:
@@ -202,8 +202,7 @@ def execute_cells(nb: NotebookNode, *, timeout: float = 300, cell_timeout: float
     with tempfile.TemporaryDirectory(prefix="lrkit-run-") as tmp:
         for _ in range(MAX_KERNEL_STARTS):
             try:
-                culprit = _run_attempt(nb, fatal, deadline, cell_timeout, cwd or tmp, records, on_event, sandbox,
-                                       sockets=tmp)
+                culprit = _run_attempt(nb, fatal, deadline, cell_timeout, cwd or tmp, records, on_event, sandbox, tmp)
             except Exception as e:  # kernel failed to start, or a broken channel
                 culprit, problem = None, f"not run: the kernel could not run the notebook ({type(e).__name__}: {e})"
                 records.update({i: CellRecord(i, cell_key(c), "not-run", problem) for i, c in enumerate(nb.cells)

@@ -39,6 +39,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from shlex import quote
 
 from .sandbox_mounts import namespace_mounts
 
@@ -119,8 +120,8 @@ class Sandbox:
                 f"--inh-caps=-all --bounding-set=-all -- ")
         assert self.scratch is not None, "prepare() the sandbox first"
         mounts = namespace_mounts(self.scratch, _needed(), self.hidden, max(self.limits.file_size, 16 * 2**20))
-        script = (f"{mounts}; mount -t proc proc /proc; cd {_sh(scratch)} && "
-                  f"{drop}{' '.join(_sh(a) for a in argv)}")
+        script = (f"{mounts}; mount -t proc proc /proc; cd {quote(scratch)} && "
+                  f"{drop}{' '.join(quote(a) for a in argv)}")
         return ["unshare", "--mount", "--pid", "--fork", "--kill-child", "--propagation", "private",
                 "--", "sh", "-c", script]
 
@@ -151,10 +152,6 @@ class Sandbox:
                 time.sleep(0.05)
         if self.scratch is not None:
             shutil.rmtree(self.scratch, ignore_errors=True)
-
-
-def _sh(word: str) -> str:
-    return "'" + word.replace("'", "'\"'\"'") + "'"
 
 
 def processes_of_uid(uid: int) -> list[int]:

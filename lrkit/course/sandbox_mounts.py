@@ -25,14 +25,15 @@ import os
 import stat
 from collections.abc import Sequence
 from pathlib import Path
+from shlex import quote
 
 __all__ = ["SHARED", "namespace_mounts", "obstacle"]
 
 SHARED = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")  # world-writable: private copies for the kernel
 
 
-def _sh(word: str | Path) -> str:
-    return "'" + str(word).replace("'", "'\"'\"'") + "'"
+def _q(word: str | Path) -> str:
+    return quote(str(word))
 
 
 def _open_to_others(path: Path, bits: int) -> bool:
@@ -62,14 +63,14 @@ def _closed(path: Path) -> bool:
 def _make(path: Path, like: Path) -> str:
     """Create ``path`` (a folder, or an empty file when ``like`` is a file) to bind ``like`` onto."""
     if like.is_dir():
-        return f"mkdir -p {_sh(path)}"
-    return f"mkdir -p {_sh(path.parent)} && : > {_sh(path)}"
+        return f"mkdir -p {_q(path)}"
+    return f"mkdir -p {_q(path.parent)} && : > {_q(path)}"
 
 
 def _bind(source: str, target: Path, like: Path, writable: bool) -> str:
-    ro = "" if writable else f" && mount -o remount,bind,ro {_sh(target)}"
+    ro = "" if writable else f" && mount -o remount,bind,ro {_q(target)}"
     # --no-canonicalize: mount(8) would resolve /proc/self/fd/N to its path name, now covered
-    return f"{_make(target, like)} && mount --no-canonicalize --bind {_sh(source)} {_sh(target)}{ro}"
+    return f"{_make(target, like)} && mount --no-canonicalize --bind {_q(source)} {_q(target)}{ro}"
 
 
 def namespace_mounts(scratch: Path, needed: Sequence[Path], hidden: Sequence[Path], size: int) -> str:
@@ -90,20 +91,20 @@ def namespace_mounts(scratch: Path, needed: Sequence[Path], hidden: Sequence[Pat
             grafts.append((p, top))
     if len(fds) > 7:
         raise RuntimeError(f"too many separate folders to reach in the sandbox: {sorted(map(str, fds))}")
-    lines = [f"exec {fd}< {_sh(top)}" for top, fd in fds.items()]
-    lines += [f"mount -t tmpfs -o size={size},mode=1777 none {_sh(d)}" for d in shared]
-    lines += [f"mount -t tmpfs -o size=1m,mode=0755 none {_sh(top)}" for top in fds if str(top) not in shared]
+    lines = [f"exec {fd}< {_q(top)}" for top, fd in fds.items()]
+    lines += [f"mount -t tmpfs -o size={size},mode=1777 none {_q(d)}" for d in shared]
+    lines += [f"mount -t tmpfs -o size=1m,mode=0755 none {_q(top)}" for top in fds if str(top) not in shared]
     for p, top in grafts:
         source = f"/proc/self/fd/{fds[top]}" + ("" if p == top else "/" + str(p.relative_to(top)))
         if p == scratch or not _closed(p):  # the kernel's own, or open to others: bind it whole
             lines.append(_bind(source, p, p, writable=p == scratch))
             continue
-        lines.append(f"mkdir -p {_sh(p)}")  # closed to others: a readable folder of its entries
+        lines.append(f"mkdir -p {_q(p)}")  # closed to others: a readable folder of its entries
         for entry in sorted(p.iterdir()):
             if entry.is_symlink():
-                lines.append(f"ln -s {_sh(os.readlink(entry))} {_sh(entry)}")
+                lines.append(f"ln -s {_q(os.readlink(entry))} {_q(entry)}")
             else:
                 lines.append(_bind(f"{source}/{entry.name}", entry, entry, writable=False))
     lines += [f"exec {fd}<&-" for fd in fds.values()]
-    lines += [f"if [ -d {_sh(h)} ]; then mount -t tmpfs -o size=1m,mode=0 none {_sh(h)}; fi" for h in hidden]
+    lines += [f"if [ -d {_q(h)} ]; then mount -t tmpfs -o size=1m,mode=0 none {_q(h)}; fi" for h in hidden]
     return "; ".join(lines)
